@@ -1,0 +1,86 @@
+"""Atomic output writing: a reader never sees a half-written file.
+
+Contract: every file onnxprune writes goes through these helpers, which write to
+a temporary file in the destination folder and ``os.replace`` it into place.
+The input model is never opened for writing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from onnxprune.errors import OutputError
+
+logger = logging.getLogger(__name__)
+
+#: Protobuf cannot serialize a single message above 2 GiB; larger models use external data.
+PROTOBUF_LIMIT = 2**31 - 1
+
+
+def _tmp_path(path: Path) -> Path:
+    parent = path.parent
+    if not parent.exists():
+        raise OutputError(f"output folder {parent} does not exist: create it or choose another -o path")
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    os.close(fd)
+    return Path(name)
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically and return the resolved path."""
+    target = Path(path).resolve()
+    tmp = _tmp_path(target)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
+    """Serialize ``obj`` as indented JSON and write it atomically."""
+    return write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, external_data: bool | None = None) -> Path:
+    """Save an ONNX model atomically.
+
+    Args:
+        model: The model to save (not modified).
+        path: Destination ``.onnx`` path.
+        external_data: Store tensors in ``<name>.data`` beside the model. ``None`` chooses
+            external data only when the model would exceed the 2 GiB protobuf limit.
+
+    Returns:
+        The resolved destination path.
+    """
+    target = Path(path).resolve()
+    if external_data is None:
+        external_data = model.ByteSize() > PROTOBUF_LIMIT
+    if not external_data:
+        return write_bytes_atomic(target, model.SerializeToString())
+    # External data: write both files under temporary names, then move the data file
+    # first so that the model never points at a missing file.
+    data_name = target.name + ".data"
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        onnx.save_model(copy, tmp_dir / target.name, save_as_external_data=True,
+                        all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
+        os.replace(tmp_dir / data_name, target.parent / data_name)
+        os.replace(tmp_dir / target.name, target)
+    finally:
+        for leftover in tmp_dir.iterdir():
+            leftover.unlink()
+        tmp_dir.rmdir()
+    logger.info("saved %s with external data %s", target, data_name)
+    return target

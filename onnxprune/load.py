@@ -1,0 +1,248 @@
+"""Load stage: path -> :class:`Model`.
+
+Contract:
+    requires: a path to an ONNX file (external data, if any, inside the model's folder).
+    guarantees: the returned ``Model.proto`` passes ``onnx.checker``, uses the default-domain
+    opset >= 13, has constant (shape) subgraphs folded so that channel-relevant constants
+    (Reshape targets, Pad pads, Split sizes, Slice bounds) are initializers, and keeps the
+    original graph inputs/outputs (symbolic dims stay symbolic). ``Model.shapes`` holds the
+    inferred shape of every tensor, with symbolic dims fixed to the user's ``input_shapes``
+    or, for a symbolic batch, to 1 (costs are stated at batch 1).
+    The input file is never opened for writing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import version_converter
+
+from onnxprune.errors import InvalidModel, RuntimeUnavailable, UnsupportedInput
+
+logger = logging.getLogger(__name__)
+
+MIN_OPSET = 13
+Shape = tuple[int | None, ...]
+
+
+@dataclass(frozen=True)
+class Model:
+    """A loaded, normalized model. Treat ``proto`` as read-only; stages copy before editing.
+
+    Attributes:
+        proto: The normalized model (checked, opset >= 13, constants folded, original interface).
+        shapes: Tensor name -> static shape (``None`` for a dim that stayed unknown), batch 1.
+        dtypes: Tensor name -> ONNX element type.
+        source: Where it was read from, if from a file.
+        original_opset: Default-domain opset of the file before any upgrade.
+    """
+
+    proto: onnx.ModelProto
+    shapes: Mapping[str, Shape]
+    dtypes: Mapping[str, int]
+    source: Path | None = None
+    original_opset: int = 0
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    """Return the default-domain opset version of ``model`` (0 if absent)."""
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    return 0
+
+
+def _read_proto(path: Path) -> onnx.ModelProto:
+    if not path.exists():
+        raise InvalidModel(f"{path}: no such file; check the model path")
+    if not path.is_file():
+        raise InvalidModel(f"{path}: is not a file; pass the path of an .onnx model")
+    try:
+        model = onnx.load_model(str(path), load_external_data=False)
+    except (DecodeError, RuntimeError, ValueError, OSError) as exc:
+        raise InvalidModel(f"{path}: not a readable ONNX model ({type(exc).__name__}); "
+                           "re-export it or check that the file is complete") from exc
+    if not model.HasField("graph") or len(model.graph.node) == 0:
+        raise InvalidModel(f"{path}: not an ONNX model (no graph nodes); re-export it or check the file")
+    return model
+
+
+def _external_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    return [t for t in _get_all_tensors(model) if uses_external_data(t)]
+
+
+def _load_external(model: onnx.ModelProto, path: Path) -> None:
+    """Resolve external data strictly inside the model's folder, then load it."""
+    tensors = _external_tensors(model)
+    if not tensors:
+        return
+    base = path.parent.resolve()
+    for tensor in tensors:
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        target = (base / location).resolve()
+        if os.path.isabs(location) or base not in target.parents:
+            raise InvalidModel(f"{path.name}: external data '{location}' of tensor '{tensor.name}' points "
+                               "outside the model's folder; move the data file next to the model")
+        if not target.is_file():
+            raise InvalidModel(f"{path.name}: external data file '{location}' of tensor '{tensor.name}' "
+                               "is missing; copy it next to the model")
+    try:
+        onnx.load_external_data_for_model(model, str(base))
+    except (OSError, ValueError) as exc:
+        raise InvalidModel(f"{path.name}: cannot read external data ({exc}); check the data files") from exc
+
+
+def _check(model: onnx.ModelProto, name: str) -> None:
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InvalidModel(f"{name}: fails the ONNX checker ({first}); re-export the model") from exc
+
+
+def _upgrade(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
+    opset = default_opset(model)
+    if opset >= MIN_OPSET:
+        return model
+    try:
+        upgraded = version_converter.convert_version(model, MIN_OPSET)
+    except Exception as exc:  # the converter raises bare RuntimeErrors and others
+        raise UnsupportedInput(f"{name}: cannot upgrade opset {opset} to {MIN_OPSET} ({exc}); "
+                               "re-export with opset >= 13") from exc
+    logger.info("upgraded %s from opset %d to %d", name, opset, MIN_OPSET)
+    return upgraded
+
+
+def _drop_initializer_inputs(model: onnx.ModelProto) -> None:
+    """IR < 4 models list initializers as graph inputs; treat them as constants."""
+    inits = {t.name for t in model.graph.initializer}
+    keep = [i for i in model.graph.input if i.name not in inits]
+    if len(keep) != len(model.graph.input):
+        del model.graph.input[:]
+        model.graph.input.extend(keep)
+
+
+def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Fold constant subgraphs (including static Shape chains) with onnx-graphsurgeon.
+
+    Keeps opset imports, IR version, metadata and the graph interface of ``model``.
+    """
+    try:
+        import onnxruntime  # noqa: F401  (graphsurgeon evaluates constants with it)
+    except ImportError as exc:
+        raise RuntimeUnavailable("ONNX Runtime is not installed; run: pip install 'onnxprune[cpu]' "
+                                 "(or [gpu])") from exc
+    import onnx_graphsurgeon as gs
+
+    graph = gs.import_onnx(model)
+    graph.fold_constants(fold_shapes=True, error_ok=True)
+    graph.cleanup(remove_unused_graph_inputs=False)
+    folded = gs.export_onnx(graph, do_type_check=False)
+    return restore_model_fields(folded, model)
+
+
+def restore_model_fields(new: onnx.ModelProto, old: onnx.ModelProto) -> onnx.ModelProto:
+    """Copy IR version, opset imports, producer and metadata from ``old`` onto ``new``."""
+    new.ir_version = old.ir_version
+    del new.opset_import[:]
+    new.opset_import.extend(old.opset_import)
+    new.producer_name, new.producer_version = old.producer_name, old.producer_version
+    new.domain, new.model_version, new.doc_string = old.domain, old.model_version, old.doc_string
+    del new.metadata_props[:]
+    new.metadata_props.extend(old.metadata_props)
+    del new.functions[:]
+    new.functions.extend(old.functions)
+    return new
+
+
+def _fixed_copy(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]]) -> onnx.ModelProto:
+    """Copy of ``model`` whose graph inputs have static dims (user shapes; symbolic batch -> 1)."""
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    names = {i.name for i in fixed.graph.input}
+    unknown = set(input_shapes) - names
+    if unknown:
+        raise UnsupportedInput(f"--input-shape names unknown input(s) {sorted(unknown)}; "
+                               f"the model's inputs are {sorted(names)}")
+    for inp in fixed.graph.input:
+        dims = inp.type.tensor_type.shape.dim
+        if inp.name in input_shapes:
+            wanted = list(input_shapes[inp.name])
+            if len(wanted) != len(dims):
+                raise UnsupportedInput(f"--input-shape for '{inp.name}' has rank {len(wanted)}, the model's "
+                                       f"input has rank {len(dims)}; give one size per dim")
+            for dim, size in zip(dims, wanted):
+                dim.Clear()
+                dim.dim_value = int(size)
+        elif len(dims) > 0 and not dims[0].HasField("dim_value"):
+            dims[0].Clear()
+            dims[0].dim_value = 1
+    del fixed.graph.value_info[:]
+    return fixed
+
+
+def infer_shapes(model: onnx.ModelProto) -> tuple[dict[str, Shape], dict[str, int]]:
+    """Infer every tensor's static shape and dtype; unknown dims are ``None``."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception as exc:  # onnx raises InferenceError and plain RuntimeErrors
+        raise InvalidModel(f"shape inference failed ({str(exc).splitlines()[0]}); "
+                           "re-export the model or pass --input-shape") from exc
+    shapes: dict[str, Shape] = {}
+    dtypes: dict[str, int] = {}
+    graph = inferred.graph
+    for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
+        ttype = vi.type.tensor_type
+        dtypes[vi.name] = ttype.elem_type
+        if ttype.HasField("shape"):
+            shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in ttype.shape.dim)
+    for init in graph.initializer:
+        shapes[init.name] = tuple(init.dims)
+        dtypes[init.name] = init.data_type
+    return shapes, dtypes
+
+
+def normalize(model: onnx.ModelProto, *, name: str = "model",
+              input_shapes: Mapping[str, Sequence[int]] | None = None, source: Path | None = None) -> Model:
+    """Check, upgrade, fold and shape-infer an in-memory model (see the module contract)."""
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
+    original_opset = default_opset(work)
+    _drop_initializer_inputs(work)
+    _check(work, name)
+    work = _upgrade(work, name)
+    work = fold_constants(work)
+    del work.graph.value_info[:]
+    shapes, dtypes = infer_shapes(_fixed_copy(work, input_shapes or {}))
+    return Model(proto=work, shapes=shapes, dtypes=dtypes, source=source, original_opset=original_opset)
+
+
+def load(path: str | os.PathLike[str], *, input_shapes: Mapping[str, Sequence[int]] | None = None) -> Model:
+    """Read and normalize an ONNX file.
+
+    Args:
+        path: The ``.onnx`` file. External data must lie inside its folder.
+        input_shapes: Optional static shapes for inputs whose dims are symbolic, e.g.
+            ``{"input": (1, 3, 224, 224)}``; used for shape inference and costs only (the
+            model keeps its symbolic interface).
+
+    Returns:
+        The normalized :class:`Model`.
+
+    Raises:
+        InvalidModel: unreadable, truncated, invalid, or with bad external data.
+        UnsupportedInput: opset upgrade impossible or bad ``input_shapes``.
+    """
+    file = Path(path)
+    proto = _read_proto(file)
+    _load_external(proto, file)
+    return normalize(proto, name=file.name, input_shapes=input_shapes, source=file.resolve())
