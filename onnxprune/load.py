@@ -226,6 +226,19 @@ def normalize(model: onnx.ModelProto, *, name: str = "model",
     return Model(proto=work, shapes=shapes, dtypes=dtypes, source=source, original_opset=original_opset)
 
 
+def read(path: str | os.PathLike[str]) -> onnx.ModelProto:
+    """Read and check an ONNX file as it is (no upgrade, no folding): for shipping it unchanged.
+
+    Raises:
+        InvalidModel: unreadable, truncated, invalid, or with bad external data.
+    """
+    file = Path(path)
+    proto = _read_proto(file)
+    _load_external(proto, file)
+    _check(proto, file.name)
+    return proto
+
+
 def load(path: str | os.PathLike[str], *, input_shapes: Mapping[str, Sequence[int]] | None = None) -> Model:
     """Read and normalize an ONNX file.
 
