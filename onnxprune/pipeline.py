@@ -7,5 +7,50 @@ except through the plain dataclasses they return.
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from onnxprune.evaluate import BenchResult, DataSpec, EvalResult, Runtime, bench, evaluate, open_data
+from onnxprune.evaluate.cost import CostReport, disk_bytes
 
 logger = logging.getLogger(__name__)
+
+
+def evaluate_model(model: str | os.PathLike[str], data: DataSpec, *, runtime: Runtime,
+                   baseline: str | os.PathLike[str] | None = None, batch_size: int = 500,
+                   on_batch: Callable[[int, int | None], None] | None = None) -> EvalResult:
+    """Load ``model`` (and ``baseline``) into ONNX Runtime and score it on ``data``.
+
+    Args:
+        model: The ONNX file to score, run as it is on disk.
+        data: The data source and its preprocessing.
+        runtime: Sessions, device and threads (reused across calls).
+        baseline: A reference model for fidelity (and its own accuracy).
+        batch_size: Samples per run.
+        on_batch: Progress callback ``(samples in batch, total or None)``.
+    """
+    session = runtime.session(model)
+    reference = runtime.session(baseline) if baseline is not None else None
+    dataset = open_data(data, session.inputs)
+    return evaluate(session, dataset, reference=reference, batch_size=batch_size, on_batch=on_batch)
+
+
+def bench_model(model: str | os.PathLike[str], *, runtime: Runtime, baseline: str | os.PathLike[str] | None = None,
+                batches: Sequence[int] = (1,), warmup: int = 10, runs: int = 50, seed: int = 0,
+                profile_top: int | None = None) -> BenchResult:
+    """Time ``model`` against ``baseline`` in this process, alternating runs (see ``evaluate.latency``)."""
+    return bench(runtime, model, baseline, batches, warmup=warmup, runs=runs,
+                 rng=np.random.default_rng(seed), profile_top=profile_top)
+
+
+def model_cost(model: str | os.PathLike[str]) -> CostReport:
+    """Cost of a model file: bytes on disk, and MACs/params/BOPs from the analyze stage.
+
+    MACs, params and BOPs stay ``None`` until ``onnxprune.analyze.cost`` is wired in at the
+    call site below (ANALYZE_COST_CALL_SITE).
+    """
+    size = disk_bytes(model)
+    # ANALYZE_COST_CALL_SITE: fill macs/params/bops from onnxprune.analyze.cost once it exists.
+    return CostReport(bytes_on_disk=size)

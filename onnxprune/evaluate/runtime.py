@@ -1,0 +1,268 @@
+"""ONNX Runtime sessions: provider choice, thread count, batching, and the per-run record.
+
+Contract:
+    requires: a model as a path, serialized bytes or an ``onnx.ModelProto``; onnxruntime (or
+    onnxruntime-gpu) installed.
+    guarantees: ``Runtime.session`` returns the same :class:`Session` for the same model
+    content, so a model is compiled once per ``Runtime``; ``Session.run`` accepts any batch
+    size, also when the model's batch dim is fixed (it is fed in chunks of that size and the
+    last chunk is padded, then trimmed); :class:`RunInfo` states the provider that actually
+    ran, the ORT version, the CPU model and the thread count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import onnx
+
+from onnxprune.errors import DataError, InvalidModel, RuntimeUnavailable
+
+logger = logging.getLogger(__name__)
+
+Device = Literal["auto", "cpu", "cuda"]
+ModelSource = str | os.PathLike[str] | bytes | onnx.ModelProto
+
+CPU_EP = "CPUExecutionProvider"
+CUDA_EP = "CUDAExecutionProvider"
+
+#: ORT type strings -> numpy dtypes (the common tensor types).
+_ORT_DTYPES: Mapping[str, np.dtype[Any]] = {
+    "tensor(float)": np.dtype(np.float32), "tensor(float16)": np.dtype(np.float16),
+    "tensor(double)": np.dtype(np.float64), "tensor(int8)": np.dtype(np.int8),
+    "tensor(uint8)": np.dtype(np.uint8), "tensor(int16)": np.dtype(np.int16),
+    "tensor(uint16)": np.dtype(np.uint16), "tensor(int32)": np.dtype(np.int32),
+    "tensor(int64)": np.dtype(np.int64), "tensor(bool)": np.dtype(np.bool_),
+}
+
+
+def import_ort() -> Any:
+    """Import onnxruntime or raise :class:`RuntimeUnavailable` with the install command."""
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise RuntimeUnavailable("ONNX Runtime is not installed; run: pip install 'onnxprune[cpu]' "
+                                 "(or 'onnxprune[gpu]' for CUDA)") from exc
+    return onnxruntime
+
+
+def cpu_model() -> str:
+    """Return the CPU model name (``/proc/cpuinfo`` on Linux, else ``platform.processor``)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def available_cpus() -> int:
+    """Return the number of CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Where a measurement ran: stated next to every accuracy and latency figure.
+
+    Attributes:
+        provider: The execution provider that ran the model (e.g. ``CPUExecutionProvider``).
+        ort_version: ``onnxruntime.__version__``.
+        cpu: The host CPU model.
+        threads: Intra-op threads of the session.
+        device: The requested device (``auto``, ``cpu`` or ``cuda``).
+    """
+
+    provider: str
+    ort_version: str
+    cpu: str
+    threads: int
+    device: str
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A graph input or output as ONNX Runtime sees it.
+
+    Attributes:
+        name: Tensor name.
+        shape: Dims; an ``int`` for static dims, ``None`` for symbolic ones.
+        dtype: numpy dtype (``object`` for types this table does not know).
+    """
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: np.dtype[Any]
+
+
+def _spec(arg: Any) -> TensorSpec:
+    shape = tuple(d if isinstance(d, int) and d > 0 else None for d in (arg.shape or ()))
+    return TensorSpec(arg.name, shape, _ORT_DTYPES.get(arg.type, np.dtype(object)))
+
+
+class Session:
+    """One compiled model. Create it through :meth:`Runtime.session`."""
+
+    def __init__(self, inner: Any, info: RunInfo, label: str) -> None:
+        """Wrap an ``onnxruntime.InferenceSession``.
+
+        Args:
+            inner: The ORT session.
+            info: Its run record.
+            label: A short name for messages (file name or ``<in-memory model>``).
+        """
+        self.inner = inner
+        self.info = info
+        self.label = label
+        self.inputs: tuple[TensorSpec, ...] = tuple(_spec(a) for a in inner.get_inputs())
+        self.outputs: tuple[TensorSpec, ...] = tuple(_spec(a) for a in inner.get_outputs())
+        first = self.inputs[0].shape if self.inputs else ()
+        #: The static batch size of the model, or ``None`` when its batch dim is symbolic.
+        self.fixed_batch: int | None = first[0] if first and first[0] is not None else None
+        self._output_names = [o.name for o in self.outputs]
+
+    def run_raw(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Run once on ``feeds`` exactly as given (no chunking); ORT errors become DataError."""
+        try:
+            return self.inner.run(self._output_names, dict(feeds))
+        except Exception as exc:  # ORT raises its own Fail/InvalidArgument types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DataError(f"{self.label}: ONNX Runtime rejected the inputs ({first}); "
+                            "check the data's shape and dtype against the model") from exc
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Run on a batch of any size; models with a fixed batch are fed in chunks.
+
+        Args:
+            feeds: Input name -> array whose first axis is the batch.
+
+        Returns:
+            The model outputs in graph order, each with the batch of ``feeds``.
+        """
+        step = self.fixed_batch
+        count = len(next(iter(feeds.values()))) if feeds else 0
+        if step is None or count == step:
+            return self.run_raw(feeds)
+        chunks: list[list[np.ndarray]] = []
+        for start in range(0, count, step):
+            part = {k: v[start:start + step] for k, v in feeds.items()}
+            short = step - len(next(iter(part.values())))
+            if short:
+                part = {k: np.concatenate([v, np.repeat(v[-1:], short, axis=0)]) for k, v in part.items()}
+            outs = self.run_raw(part)
+            chunks.append([o[:step - short] for o in outs] if short else outs)
+        return [np.concatenate([c[i] for c in chunks]) for i in range(len(self.outputs))]
+
+
+def _providers(ort: Any, device: Device) -> list[str]:
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return [CPU_EP]
+    if device == "cuda":
+        if CUDA_EP not in available:
+            raise RuntimeUnavailable("--device cuda needs onnxruntime-gpu with CUDA; install "
+                                     "'onnxprune[gpu]' or use --device cpu")
+        return [CUDA_EP, CPU_EP]
+    if device != "auto":
+        raise RuntimeUnavailable(f"unknown device '{device}'; use auto, cpu or cuda")
+    return [CUDA_EP, CPU_EP] if CUDA_EP in available else [CPU_EP]
+
+
+def _model_key(model: ModelSource) -> tuple[str, Any]:
+    """A cache key that changes when the model's content changes."""
+    if isinstance(model, onnx.ModelProto):
+        return "sha256", hashlib.sha256(model.SerializeToString()).hexdigest()
+    if isinstance(model, bytes):
+        return "sha256", hashlib.sha256(model).hexdigest()
+    path = Path(model).resolve()
+    if not path.is_file():
+        raise InvalidModel(f"{model}: no such file; check the model path")
+    stat = path.stat()
+    return "file", (str(path), stat.st_size, stat.st_mtime_ns)
+
+
+class Runtime:
+    """Creates and reuses ONNX Runtime sessions for one device and thread setting.
+
+    One ``Runtime`` holds one session per distinct model; pass it to every scoring or timing
+    call that should share compiled sessions.
+    """
+
+    def __init__(self, device: Device = "auto", threads: int | None = None) -> None:
+        """Resolve providers and threads.
+
+        Args:
+            device: ``auto`` (CUDA when onnxruntime-gpu and a GPU are present, else CPU),
+                ``cpu`` or ``cuda``.
+            threads: Intra-op thread count; ``None`` uses every CPU available to the process.
+
+        Raises:
+            RuntimeUnavailable: no onnxruntime, or CUDA requested but not installed.
+            DataError: a thread count below 1.
+        """
+        if threads is not None and threads < 1:
+            raise DataError(f"--threads {threads}: give a thread count of 1 or more")
+        self.ort = import_ort()
+        self.device = device
+        self.providers = _providers(self.ort, device)
+        self.threads = threads if threads is not None else available_cpus()
+        self._sessions: dict[tuple[str, Any], Session] = {}
+
+    def options(self, *, profile_prefix: str | None = None) -> Any:
+        """Return ``SessionOptions`` with this runtime's threads (and profiling if asked)."""
+        opts = self.ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        if profile_prefix is not None:
+            opts.enable_profiling = True
+            opts.profile_file_prefix = profile_prefix
+        return opts
+
+    def create(self, model: ModelSource, *, profile_prefix: str | None = None) -> Session:
+        """Create a new, uncached session (use :meth:`session` unless you need a fresh one)."""
+        label = Path(model).name if isinstance(model, (str, os.PathLike)) else "<in-memory model>"
+        if isinstance(model, onnx.ModelProto):
+            source: Any = model.SerializeToString()
+        elif isinstance(model, bytes):
+            source = model
+        else:
+            source = str(Path(model))
+        try:
+            inner = self.ort.InferenceSession(source, self.options(profile_prefix=profile_prefix),
+                                              providers=self.providers)
+        except Exception as exc:  # ORT raises Fail/InvalidGraph/NoSuchFile types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InvalidModel(f"{label}: ONNX Runtime cannot load the model ({first}); "
+                               "check that it is a valid ONNX file") from exc
+        used = inner.get_providers()
+        if self.device == "cuda" and CUDA_EP not in used:
+            raise RuntimeUnavailable("--device cuda: ONNX Runtime could not start CUDA (no GPU or "
+                                     "driver?); use --device cpu")
+        info = RunInfo(provider=used[0], ort_version=self.ort.__version__, cpu=cpu_model(),
+                       threads=self.threads, device=self.device)
+        logger.info("session for %s on %s with %d threads", label, info.provider, self.threads)
+        return Session(inner, info, label)
+
+    def session(self, model: ModelSource) -> Session:
+        """Return the session for ``model``, creating it on first use."""
+        key = _model_key(model)
+        if key not in self._sessions:
+            self._sessions[key] = self.create(model)
+        return self._sessions[key]
+
+
+def feed_names(session: Session) -> Sequence[str]:
+    """Return the names of the session's graph inputs, in order."""
+    return [i.name for i in session.inputs]
