@@ -164,6 +164,17 @@ def restore_model_fields(new: onnx.ModelProto, old: onnx.ModelProto) -> onnx.Mod
     return new
 
 
+def _name_nodes(graph: onnx.GraphProto) -> None:
+    """Give every node a unique name (later stages address nodes by name)."""
+    seen: set[str] = set()
+    for index, node in enumerate(graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{node.op_type}_{index}"
+            while node.name in seen:
+                node.name += "_"
+        seen.add(node.name)
+
+
 def _fixed_copy(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]]) -> onnx.ModelProto:
     """Copy of ``model`` whose graph inputs have static dims (user shapes; symbolic batch -> 1)."""
     fixed = onnx.ModelProto()
@@ -221,6 +232,7 @@ def normalize(model: onnx.ModelProto, *, name: str = "model",
     _check(work, name)
     work = _upgrade(work, name)
     work = fold_constants(work)
+    _name_nodes(work.graph)
     del work.graph.value_info[:]
     shapes, dtypes = infer_shapes(_fixed_copy(work, input_shapes or {}))
     return Model(proto=work, shapes=shapes, dtypes=dtypes, source=source, original_opset=original_opset)

@@ -1,0 +1,165 @@
+"""Exact MACs and parameter counts from inferred shapes, before and after a plan.
+
+Conventions (stated in the README too):
+    MACs: multiply-accumulates at batch 1 of Conv (K_h*K_w*C_in/groups*C_out*H_out*W_out),
+    ConvTranspose (weight elements * H_in*W_in), Gemm and MatMul (M*K*N); elementwise ops,
+    normalization and pooling are not counted (as PyTorch's flop counter and the papers).
+    Params: elements of floating-point initializers of rank >= 1, excluding
+    BatchNormalization running mean/variance (buffers, as in PyTorch).
+    BOPs: MACs * weight bits * activation bits (32 x 32 for float layers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from onnxprune.analyze.types import Analysis, SliceConst
+from onnxprune.load import Model
+
+_FLOAT = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+ShapeOf = Callable[[str], tuple[int | None, ...] | None]
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Model cost. ``bops`` uses per-layer bit-widths (float layers count 32 x 32)."""
+
+    macs: int
+    params: int
+    bops: int
+
+
+def _prod(dims: tuple[int | None, ...] | None) -> int:
+    if dims is None or any(d is None for d in dims):
+        return 0
+    return int(np.prod(dims, dtype=np.int64)) if dims else 1
+
+
+def node_macs(node: onnx.NodeProto, shape_of: ShapeOf) -> int:
+    """MACs of one node at batch 1 given a shape lookup (0 for uncounted ops or unknown shapes)."""
+    op = node.op_type
+    if op == "Conv":
+        out = shape_of(node.output[0])
+        return _prod(shape_of(node.input[1])) * _prod(out[2:] if out else None)
+    if op == "ConvTranspose":
+        x = shape_of(node.input[0])
+        return _prod(shape_of(node.input[1])) * _prod(x[2:] if x else None)
+    if op == "Gemm":
+        y = shape_of(node.output[0])
+        a = shape_of(node.input[0])
+        if y is None or a is None:
+            return 0
+        k = a[0] if any(at.name == "transA" and at.i for at in node.attribute) else a[1]
+        return _prod(y) * (k or 0)
+    if op == "MatMul":
+        a, y = shape_of(node.input[0]), shape_of(node.output[0])
+        if a is None or y is None:
+            return 0
+        return _prod(y) * (a[-1] or 0) if len(a) >= 2 else _prod(y) * (a[0] or 0)
+    return 0
+
+
+def _param_initializers(model: Model) -> dict[str, int]:
+    """Initializer name -> 1 for counted params (float, rank >= 1, not BN running stats)."""
+    buffers = {n.input[i] for n in model.proto.graph.node if n.op_type == "BatchNormalization"
+               for i in (3, 4) if len(n.input) > i}
+    return {t.name: 1 for t in model.proto.graph.initializer
+            if t.data_type in _FLOAT and len(t.dims) >= 1 and t.name not in buffers}
+
+
+def _bits(node: onnx.NodeProto, bits: Mapping[str, tuple[int, int]]) -> int:
+    w, a = bits.get(node.name, (32, 32))
+    return w * a
+
+
+def model_cost(model: Model, bits: Mapping[str, tuple[int, int]] | None = None) -> Cost:
+    """Exact cost of a normalized model from its inferred shapes."""
+    bits = bits or {}
+    shape_of = model.shapes.get
+    macs = bops = 0
+    for node in model.proto.graph.node:
+        m = node_macs(node, shape_of)
+        macs += m
+        bops += m * _bits(node, bits)
+    counted = _param_initializers(model)
+    params = sum(_prod(tuple(t.dims)) for t in model.proto.graph.initializer if t.name in counted)
+    return Cost(macs=macs, params=params, bops=bops)
+
+
+def pruned_shapes(analysis: Analysis, masks: Mapping[str, np.ndarray]) -> ShapeOf:
+    """Shape lookup of the pruned model, derived from keep masks without rewriting it."""
+    shapes = analysis.model.shapes
+    sliced: dict[tuple[str, int], list[tuple[int, str]]] = {}
+    nodes = {n.name: n for n in analysis.model.proto.graph.node}
+    for e in analysis.edits:
+        if isinstance(e, SliceConst):
+            sliced.setdefault((nodes[e.node].input[e.index], e.index), []).append((e.axis, e.mask_of))
+    by_name: dict[str, list[tuple[int, str]]] = {}
+    for (name, _), axes in sliced.items():
+        by_name.setdefault(name, []).extend(axes)
+
+    def shape_of(name: str) -> tuple[int | None, ...] | None:
+        shape = shapes.get(name)
+        if shape is None:
+            return None
+        dims = list(shape)
+        lab = analysis.labels.get(name)
+        if lab is not None and name in masks:
+            dims[lab.axis] = int(masks[name].sum())
+        for axis, tensor in by_name.get(name, ()):
+            dims[axis] = int(masks[tensor].sum())
+        return tuple(dims)
+
+    return shape_of
+
+
+def estimate_cost(analysis: Analysis, masks: Mapping[str, np.ndarray],
+                  bits: Mapping[str, tuple[int, int]] | None = None) -> Cost:
+    """Cost the pruned model would have (equal to :func:`model_cost` of the rewrite)."""
+    bits = bits or {}
+    model = analysis.model
+    shape_of = pruned_shapes(analysis, masks)
+    macs = bops = 0
+    for node in model.proto.graph.node:
+        m = node_macs(node, shape_of)
+        macs += m
+        bops += m * _bits(node, bits)
+    counted = _param_initializers(model)
+    params = sum(_prod(shape_of(name)) for name in counted)
+    return Cost(macs=macs, params=params, bops=bops)
+
+
+def group_shares(analysis: Analysis) -> tuple[tuple[int, int], ...]:
+    """Per group: (MACs of ops reading or writing its channels, params sliced with it)."""
+    model = analysis.model
+    unit_groups = analysis.unit_group[analysis.atom_unit] if analysis.atom_unit.size else np.zeros(0, np.int64)
+
+    def groups_of(tensor: str) -> set[int]:
+        lab = analysis.labels.get(tensor)
+        if lab is None:
+            return set()
+        ids = lab.ids[lab.ids >= 0]
+        return set(np.unique(unit_groups[ids]).tolist())
+
+    macs = [0] * len(analysis.groups)
+    params = [0] * len(analysis.groups)
+    for node in model.proto.graph.node:
+        m = node_macs(node, model.shapes.get)
+        if m:
+            for g in groups_of(node.input[0]) | groups_of(node.output[0]):
+                macs[g] += m
+    counted = _param_initializers(model)
+    nodes = {n.name: n for n in model.proto.graph.node}
+    seen: set[tuple[str, int]] = set()
+    for e in analysis.edits:
+        if isinstance(e, SliceConst):
+            name = nodes[e.node].input[e.index]
+            for g in groups_of(e.mask_of):
+                if name in counted and (name, g) not in seen:
+                    seen.add((name, g))
+                    params[g] += _prod(model.shapes.get(name))
+    return tuple(zip(macs, params))
