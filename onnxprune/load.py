@@ -151,7 +151,13 @@ def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def restore_model_fields(new: onnx.ModelProto, old: onnx.ModelProto) -> onnx.ModelProto:
-    """Copy IR version, opset imports, producer and metadata from ``old`` onto ``new``."""
+    """Copy IR version, opset imports, producer, metadata and the graph's input/output
+    declarations (names, dtypes, symbolic dims) from ``old`` onto ``new``."""
+    for mine, theirs in ((new.graph.input, old.graph.input), (new.graph.output, old.graph.output)):
+        declared = {vi.name: vi for vi in theirs}
+        for vi in mine:
+            if vi.name in declared:
+                vi.CopyFrom(declared[vi.name])
     new.ir_version = old.ir_version
     del new.opset_import[:]
     new.opset_import.extend(old.opset_import)

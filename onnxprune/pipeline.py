@@ -8,12 +8,23 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
 from onnxprune.evaluate import BenchResult, DataSpec, EvalResult, Runtime, bench, evaluate, open_data
 from onnxprune.evaluate.cost import CostReport, disk_bytes
+from onnxprune.analyze import Analysis, analyze
+from onnxprune.analyze import cost as analyze_cost
+from onnxprune.analyze.cost import group_shares
+from onnxprune.analyze.importance import weight_importance
+from onnxprune.errors import OutputError
+from onnxprune.io import save_model
+from onnxprune.load import load, normalize
+from onnxprune.plan import Plan, keep_count, ratio_plan
+from onnxprune.pruning import AnalyzeReport, GroupRow, PruneReport
+from onnxprune.rewrite import prune_model
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +56,52 @@ def bench_model(model: str | os.PathLike[str], *, runtime: Runtime, baseline: st
                  rng=np.random.default_rng(seed), profile_top=profile_top)
 
 
-def model_cost(model: str | os.PathLike[str]) -> CostReport:
-    """Cost of a model file: bytes on disk, and MACs/params/BOPs from the analyze stage.
+def model_cost(model: str | os.PathLike[str], bits: Mapping[str, tuple[int, int]] | None = None) -> CostReport:
+    """Cost of a model file: bytes on disk, and MACs/params/BOPs at batch 1 from the analyze stage.
 
-    MACs, params and BOPs stay ``None`` until ``onnxprune.analyze.cost`` is wired in at the
-    call site below (ANALYZE_COST_CALL_SITE).
+    Args:
+        model: The ONNX file.
+        bits: Node name -> (weight bits, activation bits) for BOPs; other layers count 32 x 32.
     """
-    size = disk_bytes(model)
-    # ANALYZE_COST_CALL_SITE: fill macs/params/bops from onnxprune.analyze.cost once it exists.
-    return CostReport(bytes_on_disk=size)
+    counts = analyze_cost.model_cost(load(model), bits)
+    return CostReport(bytes_on_disk=disk_bytes(model), macs=counts.macs, params=counts.params, bops=counts.bops)
+
+
+# ---- analyze / prune -----------------------------------------------------------------------
+
+def analyze_file(path: str | os.PathLike[str], *, input_shapes: Mapping[str, Sequence[int]] | None = None
+                 ) -> tuple[Analysis, AnalyzeReport]:
+    """Load and analyze a model file; returns the analysis and its table rows."""
+    model = load(path, input_shapes=input_shapes)
+    analysis = analyze(model)
+    shares = group_shares(analysis)
+    rows = tuple(GroupRow(id=g.id, channels=g.size, unit_width=g.unit_width, macs=shares[g.id][0],
+                          params=shares[g.id][1], producers=len(g.producers), consumers=len(g.consumers),
+                          frozen_reason=g.frozen_reason) for g in analysis.groups)
+    report = AnalyzeReport(model=str(path), cost=analyze_cost.model_cost(model), rows=rows,
+                           links=len(analysis.links))
+    return analysis, report
+
+
+def prune_file(path: str | os.PathLike[str], output: str | os.PathLike[str], *, ratio: float = 0.0,
+               round_to: int = 1, criterion: str = "l1", plan: Plan | None = None,
+               input_shapes: Mapping[str, Sequence[int]] | None = None) -> PruneReport:
+    """Prune every prunable group of ``path`` by ``ratio`` (or apply ``plan``) and save to ``output``.
+
+    The output is written atomically and never over the input file.
+    """
+    source, target = Path(path).resolve(), Path(output).resolve()
+    if source == target:
+        raise OutputError(f"-o {output} is the input model; choose another output path (the input is never modified)")
+    analysis, _ = analyze_file(source, input_shapes=input_shapes)
+    keep_count(1, ratio, round_to)  # validates ratio / round_to before any work
+    if plan is None:
+        scores = weight_importance(analysis, criterion)
+        plan = ratio_plan(scores, [g.prunable for g in analysis.groups], ratio, round_to)
+    pruned = prune_model(analysis, plan)
+    saved = save_model(pruned, target)
+    after_model = normalize(pruned, name=target.name, input_shapes=input_shapes)
+    return PruneReport(source=str(source), output=saved, plan=plan, before=analyze_cost.model_cost(analysis.model),
+                       after=analyze_cost.model_cost(after_model), bytes_before=source.stat().st_size,
+                       bytes_after=saved.stat().st_size, groups_pruned=len(plan.keep),
+                       groups_frozen=sum(1 for g in analysis.groups if g.frozen_reason))

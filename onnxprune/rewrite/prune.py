@@ -178,6 +178,27 @@ def prune_model(analysis: Analysis, plan: Plan) -> onnx.ModelProto:
         if isinstance(tensor, gs.Variable) and tensor.name not in io:
             tensor.shape = None
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
-    pruned = restore_model_fields(gs.export_onnx(graph, do_type_check=False), source)
+    pruned = gs.export_onnx(graph, do_type_check=False)
     del pruned.graph.value_info[:]
-    return onnx.shape_inference.infer_shapes(pruned)
+    return restore_model_fields(onnx.shape_inference.infer_shapes(pruned), source)
+
+
+def repair_plan(analysis: Analysis, plan: Plan) -> Plan:
+    """Return ``plan`` with the fewest units added back so no tensor loses every channel.
+
+    A Split or Slice segment can lie entirely in pruned units even when its group keeps
+    some; for each such tensor the unit of its first position is kept again.
+    """
+    kept = unit_mask(analysis, plan)
+    for _ in range(len(analysis.labels) + 1):
+        masks = tensor_masks(analysis, kept)
+        empty = [name for name, m in masks.items() if m.size and not m.any()]
+        if not empty:
+            break
+        for name in empty:
+            kept[analysis.atom_unit[analysis.labels[name].ids[0]]] = True
+    local = {}
+    for gid in plan.keep:
+        units = analysis.group_units[gid]
+        local[gid] = tuple(int(i) for i in np.nonzero(kept[units])[0])
+    return Plan(keep=local, bits=plan.bits)

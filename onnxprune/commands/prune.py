@@ -1,0 +1,63 @@
+"""``onnxprune prune``: remove a fraction of channels from every prunable group (or apply a plan)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from onnxprune import pipeline
+from onnxprune.commands._model_options import add_input_shape_option, parse_input_shapes
+from onnxprune.errors import PlanError
+from onnxprune.io import write_json_atomic
+from onnxprune.plan import Plan
+
+
+def _ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise PlanError(f"--ratio '{text}' is not a number; pass a fraction in [0, 1)") from None
+    if not 0.0 <= value < 1.0:
+        raise PlanError(f"--ratio {value} is outside [0, 1); pass the fraction of channels to remove")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("prune", help="structured channel pruning to a smaller ONNX file",
+                                   description="Remove the least important channels of every prunable group.")
+    parser.add_argument("model", type=Path, help="the .onnx file (never modified)")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="where to write the pruned model")
+    parser.add_argument("--ratio", type=str, default="0.5", help="fraction of each group's channels to remove")
+    parser.add_argument("--round-to", type=int, default=1, metavar="N", help="keep channel counts multiples of N")
+    parser.add_argument("--criterion", choices=("l1", "l2"), default="l1", help="channel importance")
+    parser.add_argument("--plan", type=str, default=None, help="apply this plan JSON instead of --ratio")
+    parser.add_argument("--save-plan", type=Path, default=None, help="write the applied plan as JSON")
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the report as JSON")
+    add_input_shape_option(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    ratio = _ratio(args.ratio)
+    plan = Plan.read(args.plan) if args.plan else None
+    report = pipeline.prune_file(args.model, args.output, ratio=ratio, round_to=args.round_to,
+                                 criterion=args.criterion, plan=plan,
+                                 input_shapes=parse_input_shapes(args.input_shape))
+    table = Table(title=f"{args.model.name} -> {report.output.name}")
+    for column in ("", "before", "after", "ratio"):
+        table.add_column(column, justify="right")
+    for name, before, after in (("MACs", report.before.macs, report.after.macs),
+                                ("params", report.before.params, report.after.params),
+                                ("bytes", report.bytes_before, report.bytes_after)):
+        table.add_row(name, f"{before:,}", f"{after:,}", f"{after / before:.3f}" if before else "-")
+    console = Console()
+    console.print(table)
+    console.print(f"{report.groups_pruned} groups pruned, {report.groups_frozen} frozen; wrote {report.output}")
+    if args.save_plan is not None:
+        write_json_atomic(args.save_plan, report.plan.to_json())
+    if args.json is not None:
+        write_json_atomic(args.json, report.to_json())
+    return 0

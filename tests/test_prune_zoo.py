@@ -1,0 +1,85 @@
+"""Structural invariants of pruning on every zoo model, both exporters.
+
+- 50 random plans per model: the result passes the full ONNX checker, runs in ONNX
+  Runtime and keeps its input/output names and shapes.
+- Zero-channel invariant: channels whose producers are zeroed carry nothing, so pruning
+  exactly them leaves the outputs unchanged (residual Add, Concat, channel Pad,
+  Flatten->Gemm, depthwise/grouped conv, SE Mul, ...).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from models.zoo import zoo_entries
+from onnxprune.analyze import analyze
+from onnxprune.load import normalize
+from onnxprune.rewrite import prune_model
+from pruning_utils import linked_closure, prune_units, random_feeds, random_plan, run, zeroed_model, zoo_model
+
+NAMES = [e.name for e in zoo_entries()]
+EXPORTERS = ["torchscript", "dynamo"]
+PLANS = 50
+
+
+def _interface(model: onnx.ModelProto) -> list[tuple[str, list[int | str]]]:
+    def dims(vi: onnx.ValueInfoProto) -> list[int | str]:
+        return [d.dim_value if d.HasField("dim_value") else d.dim_param for d in vi.type.tensor_type.shape.dim]
+
+    return [(vi.name, dims(vi)) for vi in list(model.graph.input) + list(model.graph.output)]
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
+@pytest.mark.parametrize("name", NAMES)
+def test_random_plans_give_valid_running_models(name: str, exporter: str) -> None:
+    model = normalize(zoo_model(name, exporter))
+    analysis = analyze(model)
+    rng = np.random.default_rng(1234)
+    feeds = random_feeds(model, rng)
+    expected_shapes = [o.shape for o in run(model.proto, feeds)]
+    pruned_any = 0
+    for _ in range(PLANS):
+        plan = random_plan(analysis, rng)
+        pruned = prune_model(analysis, plan)
+        onnx.checker.check_model(pruned, full_check=True)
+        assert _interface(pruned) == _interface(zoo_model(name, exporter))
+        outputs = run(pruned, feeds)
+        assert [o.shape for o in outputs] == expected_shapes
+        assert all(np.isfinite(o).all() for o in outputs)
+        pruned_any += bool(plan.keep)
+    assert pruned_any > PLANS // 2 or not analysis.prunable_groups
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
+@pytest.mark.parametrize("name", NAMES)
+def test_pruning_zeroed_channels_keeps_outputs(name: str, exporter: str) -> None:
+    model = normalize(zoo_model(name, exporter))
+    analysis = analyze(model)
+    if not analysis.prunable_groups:
+        pytest.skip(f"{name} has no prunable group")
+    rng = np.random.default_rng(7)
+    feeds = random_feeds(model, rng)
+    for _ in range(5):
+        plan = random_plan(analysis, rng, p_prune=0.9)
+        zero = linked_closure(analysis, prune_units(analysis, plan))
+        zeroed = normalize(zeroed_model(analysis, zero))
+        reference = run(zeroed.proto, feeds)
+        outputs = run(prune_model(analyze(zeroed), plan), feeds)
+        for ref, out in zip(reference, outputs):
+            scale = max(1.0, float(np.abs(ref).max()))
+            np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "mobilenetv2", "vgg_bn", "resnext", "se_net"])
+def test_folded_bn_exports_prune_and_cut_size(name: str) -> None:
+    model = normalize(zoo_model(name, "torchscript", fold_bn=True))
+    assert not any(n.op_type == "BatchNormalization" for n in model.proto.graph.node)
+    analysis = analyze(model)
+    plan = random_plan(analysis, np.random.default_rng(0), p_prune=1.0)
+    pruned = prune_model(analysis, plan)
+    onnx.checker.check_model(pruned, full_check=True)
+    assert pruned.ByteSize() < model.proto.ByteSize()
+    feeds = random_feeds(model, np.random.default_rng(0))
+    assert run(pruned, feeds)[0].shape == run(model.proto, feeds)[0].shape
