@@ -129,6 +129,7 @@ def _drop_initializer_inputs(model: onnx.ModelProto) -> None:
     if len(keep) != len(model.graph.input):
         del model.graph.input[:]
         model.graph.input.extend(keep)
+        model.ir_version = max(model.ir_version, 4)  # IR >= 4 allows initializers that are not inputs
 
 
 def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -234,8 +235,8 @@ def normalize(model: onnx.ModelProto, *, name: str = "model",
     work = onnx.ModelProto()
     work.CopyFrom(model)
     original_opset = default_opset(work)
-    _drop_initializer_inputs(work)
     _check(work, name)
+    _drop_initializer_inputs(work)
     work = _upgrade(work, name)
     work = fold_constants(work)
     _name_nodes(work.graph)
