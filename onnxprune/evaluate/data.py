@@ -191,6 +191,11 @@ def split_indices(total: int, count: int, rng: np.random.Generator) -> np.ndarra
 
 def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """Read ``images`` and optional ``labels`` from an ``.npz`` without unpickling anything."""
+    with path.open("rb") as handle:
+        magic = handle.read(4)
+    if magic != b"PK\x03\x04":
+        raise DataError(f"{path.name}: not a .npz file (numpy.savez writes a zip archive); save it with "
+                        "numpy.savez(path, images=..., labels=...)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             keys = list(npz.keys())

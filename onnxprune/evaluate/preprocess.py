@@ -185,9 +185,9 @@ def apply(images: np.ndarray, spec: Preprocess, target: TensorSpec) -> np.ndarra
     x = _to_layout(images, spec.layout, want)
     if not _fits(x.shape[1:], want):
         shown = tuple("?" if d is None else d for d in want)
-        raise DataError(f"images have per-sample shape {tuple(x.shape[1:])} after preprocessing but the "
-                        f"model input '{target.name}' expects {shown}; check --layout/--preprocess "
-                        "or the data file")
+        layout = f" in {spec.layout.upper()}" if spec.layout else ""
+        raise DataError(f"images have per-sample shape {tuple(images.shape[1:])} but the model input "
+                        f"'{target.name}' expects {shown}{layout}; check --layout/--preprocess or the data file")
     if arithmetic:
         if dtype.kind != "f":
             raise DataError(f"the model input '{target.name}' is {dtype}; scaling/normalizing makes floats "

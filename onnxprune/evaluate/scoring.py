@@ -75,7 +75,7 @@ def _classes(session: Session) -> int | None:
 
 
 def evaluate(session: Session, data: Dataset, *, reference: Session | None = None, batch_size: int = 500,
-             on_batch: Callable[[int], None] | None = None) -> EvalResult:
+             on_batch: Callable[[int, int | None], None] | None = None) -> EvalResult:
     """Score ``session`` on ``data``.
 
     Args:
@@ -83,7 +83,8 @@ def evaluate(session: Session, data: Dataset, *, reference: Session | None = Non
         data: Batches of feeds and labels.
         reference: A model to compare against (fidelity), run on the same batches.
         batch_size: Samples per run (array datasets; hooks choose their own).
-        on_batch: Called with the number of samples after each batch (progress display).
+        on_batch: Called after each batch with its sample count and the total (``None`` when
+            unknown), for a progress display.
 
     Returns:
         The scores and timings.
@@ -123,7 +124,7 @@ def evaluate(session: Session, data: Dataset, *, reference: Session | None = Non
                             "yield labels from the hook or pass --baseline")
         samples += count
         if on_batch is not None:
-            on_batch(count)
+            on_batch(count, data.size)
     if samples == 0:
         raise DataError("the data yielded no samples; check the data source")
     logger.info("scored %d samples in %.2f s", samples, seconds)

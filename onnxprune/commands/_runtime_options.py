@@ -1,0 +1,51 @@
+"""Options shared by the commands that run models (eval, bench): device, threads, JSON output."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from onnxprune.evaluate import RunInfo, Runtime
+
+
+def add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--device``, ``--threads`` and ``--json``."""
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="execution provider: CUDA when onnxruntime-gpu and a GPU are present (auto)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="intra-op threads (default: every CPU this process may use)")
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON")
+
+
+def runtime_from(args: argparse.Namespace) -> Runtime:
+    """Create the :class:`Runtime` the options ask for."""
+    return Runtime(device=args.device, threads=args.threads)
+
+
+def run_caption(info: RunInfo) -> str:
+    """One line stating where the figures were measured."""
+    return (f"{info.provider} (device {info.device}), ONNX Runtime {info.ort_version}, "
+            f"{info.cpu}, {info.threads} threads")
+
+
+@contextmanager
+def progress_bar(description: str) -> Iterator[Callable[[int, int | None], None]]:
+    """A rich progress bar on stderr (hidden when stderr is not a terminal).
+
+    Yields:
+        A callback ``(advance, total)`` to call after each unit of work.
+    """
+    console = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True, disable=not console.is_terminal) as progress:
+        task = progress.add_task(description, total=None)
+
+        def advance(count: int, total: int | None) -> None:
+            progress.update(task, advance=count, total=total)
+
+        yield advance

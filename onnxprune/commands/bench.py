@@ -1,0 +1,97 @@
+"""``onnxprune bench``: latency of a model against a baseline, measured in one process."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from onnxprune import pipeline
+from onnxprune.commands._runtime_options import add_runtime_options, run_caption, runtime_from
+from onnxprune.errors import DataError
+from onnxprune.evaluate import BenchResult
+from onnxprune.io import write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``bench`` subcommand."""
+    parser = subparsers.add_parser(
+        "bench", help="latency (median/p90) at chosen batch sizes, as a ratio to a baseline",
+        description="Time an ONNX model with ONNX Runtime on random inputs: warm-up, then timed runs "
+                    "alternating with the baseline's in the same process; median and p90 in ms.")
+    parser.add_argument("model", type=Path, help="the .onnx model to time")
+    parser.add_argument("--baseline", type=Path, metavar="PATH", help="reference model timed alternately")
+    parser.add_argument("--batch", default="1", metavar="B[,B...]", help="batch sizes, e.g. 1,64 (default 1)")
+    parser.add_argument("--runs", type=int, default=50, metavar="N", help="timed runs per batch size (default 50)")
+    parser.add_argument("--warmup", type=int, default=10, metavar="N", help="warm-up runs (default 10)")
+    parser.add_argument("--profile", type=int, nargs="?", const=10, default=None, metavar="TOP",
+                        help="profile with ORT and list the TOP op types by time (default 10)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    add_runtime_options(parser)
+    parser.set_defaults(run=run)
+
+
+def parse_batches(text: str) -> tuple[int, ...]:
+    """Parse ``1,64`` into ``(1, 64)``.
+
+    Raises:
+        DataError: anything but a comma-separated list of positive integers.
+    """
+    try:
+        batches = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError as exc:
+        raise DataError(f"--batch {text}: give comma-separated batch sizes, e.g. --batch 1,64") from exc
+    if not batches or min(batches) < 1:
+        raise DataError(f"--batch {text}: give positive batch sizes, e.g. --batch 1,64")
+    return batches
+
+
+def _table(result: BenchResult, has_baseline: bool) -> Table:
+    memory = f"session memory {result.memory_mb:.1f} MiB"
+    if result.baseline_memory_mb is not None:
+        memory += f" (baseline {result.baseline_memory_mb:.1f} MiB)"
+    table = Table(title="onnxprune bench: latency in ms", caption=f"{run_caption(result.run)}; {memory}")
+    names = ["batch", "median", "p90"]
+    if has_baseline:
+        names += ["baseline median", "baseline p90", "ratio"]
+    for name in [*names, "runs"]:
+        table.add_column(name, justify="right")
+    for row in result.rows:
+        cells = [str(row.batch), f"{row.model.median_ms:.3f}", f"{row.model.p90_ms:.3f}"]
+        if has_baseline and row.baseline is not None and row.ratio is not None:
+            cells += [f"{row.baseline.median_ms:.3f}", f"{row.baseline.p90_ms:.3f}", f"{row.ratio:.3f}"]
+        table.add_row(*cells, str(row.model.runs))
+    return table
+
+
+def _profile_table(result: BenchResult) -> Table:
+    table = Table(title="ORT profile: top op types by kernel time (model)")
+    for name in ("op type", "ms", "share", "calls"):
+        table.add_column(name, justify="left" if name == "op type" else "right")
+    for op in result.profile or ():
+        table.add_row(op.op_type, f"{op.total_ms:.2f}", f"{100 * op.share:.1f} %", str(op.calls))
+    return table
+
+
+def run(args: argparse.Namespace) -> int:
+    """Time the model (and baseline) and print (and optionally save) the results."""
+    batches = parse_batches(args.batch)
+    runtime = runtime_from(args)
+    result = pipeline.bench_model(args.model, runtime=runtime, baseline=args.baseline, batches=batches,
+                                  warmup=args.warmup, runs=args.runs, seed=args.seed,
+                                  profile_top=args.profile)
+    console = Console()
+    console.print(_table(result, args.baseline is not None))
+    if result.profile is not None:
+        console.print(_profile_table(result))
+    if args.json is not None:
+        write_json_atomic(args.json, {"command": "bench", "model": str(args.model),
+                                      "baseline": None if args.baseline is None else str(args.baseline),
+                                      "batches": list(batches), "runs": args.runs, **result.as_dict()})
+    return 0
