@@ -1,0 +1,135 @@
+"""The bundled demo (``make demo``): compress the digits CNN and score it before and after.
+
+Runs on a fresh machine with no ``../shared``: the model is committed (``models/digits_cnn.onnx``,
+made by ``tools/train_digits.py``) and the data ships inside scikit-learn. Steps, each through
+the ``onnxprune`` CLI (the commands are printed as they run):
+
+1. write the digits test split to ``build/digits_test.npz`` (uint8 pixels 0..16 and labels);
+2. ``onnxprune prune models/digits_cnn.onnx --ratio 0.5 -o build/digits_pruned.onnx``
+   (``onnxprune compress`` replaces this step once the search lands);
+3. ``onnxprune eval`` on the original, and on the pruned model with ``--baseline`` (fidelity);
+4. ``onnxprune bench`` of the pruned model against the original (alternating runs);
+5. a before/after table: accuracy, MACs, params, size on disk, latency.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # `models` lives at the repo root
+
+import numpy as np  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from models.digits import PIXEL_SCALE, digits_split  # noqa: E402
+from onnxprune.cli import main as onnxprune  # noqa: E402
+from onnxprune.io import write_bytes_atomic  # noqa: E402
+
+BUILD = ROOT / "build"
+DATA = BUILD / "digits_test.npz"
+#: The compress step of the demo. Until `onnxprune compress` exists this is plain pruning.
+PRUNE_ARGS = ("prune", "models/digits_cnn.onnx", "--ratio", "0.5", "-o", "build/digits_pruned.onnx")
+EVAL_ARGS = ("--data", "build/digits_test.npz", "--scale", f"{PIXEL_SCALE:g}", "--layout", "nchw")
+BENCH_ARGS = ("--batch", "1,64", "--runs", "100")
+
+
+def run(console: Console, *args: str) -> None:
+    """Run one CLI command from the repo root, echoing it; stop the demo if it fails."""
+    console.print(f"\n[bold]$ onnxprune {shlex.join(args)}[/bold]")
+    code = onnxprune(list(args))
+    if code != 0:
+        console.print(f"[red]onnxprune {args[0]} exited with {code}; demo stopped[/red]")
+        sys.exit(code)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """Read a JSON report written by a command."""
+    return json.loads(path.read_text())
+
+
+def write_test_split() -> int:
+    """Write the digits test split to build/digits_test.npz; return its size."""
+    split = digits_split()
+    BUILD.mkdir(exist_ok=True)
+    buffer = io.BytesIO()
+    np.savez(buffer, images=split.test_images, labels=split.test_labels)
+    write_bytes_atomic(DATA, buffer.getvalue())
+    return len(split.test_labels)
+
+
+def _ratio(before: float, after: float) -> str:
+    return f"{after / before:.2f}x" if before else "-"
+
+
+def summary(before: dict[str, Any], after: dict[str, Any] | None, bench: dict[str, Any]) -> Table:
+    """The before/after table (the "pruned" column is empty when pruning was skipped)."""
+    run_info = bench["run"]
+    table = Table(title="digits CNN: before / after",
+                  caption=f"latency: {run_info['provider']}, {run_info['cpu']}, {run_info['threads']} threads, "
+                          f"median of {bench['runs']} runs alternating original and pruned")
+    for name in ("", "original", "pruned", "after / before"):
+        table.add_column(name, justify="right" if name else "left")
+    top1 = before["accuracy"]["top1"]
+    if after is None:
+        table.add_row("top-1", f"{top1:.2f} %", "-", "-")
+    else:
+        new = after["accuracy"]["top1"]
+        table.add_row("top-1", f"{top1:.2f} %", f"{new:.2f} %", f"{new - top1:+.2f} points")
+        table.add_row("top-1 agreement with original", "", f"{100 * after['fidelity']['agreement']:.2f} %", "")
+    for label, key in (("MACs (batch 1)", "macs"), ("params", "params"), ("size on disk (bytes)", "bytes_on_disk")):
+        old = before["cost"][key]
+        if after is None:
+            table.add_row(label, f"{old:,}", "-", "-")
+        else:
+            table.add_row(label, f"{old:,}", f"{after['cost'][key]:,}", _ratio(old, after["cost"][key]))
+    for row in bench["rows"]:
+        label = f"latency, batch {row['batch']} (ms)"
+        if row["baseline"] is None:
+            table.add_row(label, f"{row['model']['median_ms']:.3f}", "-", "-")
+        else:
+            old, new = row["baseline"]["median_ms"], row["model"]["median_ms"]
+            table.add_row(label, f"{old:.3f}", f"{new:.3f}", _ratio(old, new))
+    return table
+
+
+def main() -> int:
+    """Run the demo; returns the exit code."""
+    start = time.perf_counter()
+    console = Console()
+    os.chdir(ROOT)  # the printed commands use paths relative to the repo root
+    console.print(f"wrote {write_test_split()} test digits to {DATA.relative_to(ROOT)}")
+    pruned = importlib.util.find_spec("onnxprune.commands.prune") is not None
+    if pruned:
+        run(console, *PRUNE_ARGS)
+    else:
+        console.print("[yellow]notice: `onnxprune prune` is not available in this build yet; the demo "
+                      "scores and times the original model only[/yellow]")
+    run(console, "eval", "models/digits_cnn.onnx", *EVAL_ARGS, "--json", "build/eval_original.json")
+    before, after = read_json(BUILD / "eval_original.json"), None
+    if pruned:
+        run(console, "eval", "build/digits_pruned.onnx", *EVAL_ARGS, "--baseline", "models/digits_cnn.onnx",
+            "--json", "build/eval_pruned.json")
+        after = read_json(BUILD / "eval_pruned.json")
+        run(console, "bench", "build/digits_pruned.onnx", "--baseline", "models/digits_cnn.onnx", *BENCH_ARGS,
+            "--json", "build/bench.json")
+    else:
+        run(console, "bench", "models/digits_cnn.onnx", *BENCH_ARGS, "--json", "build/bench.json")
+    console.print()
+    console.print(summary(before, after, read_json(BUILD / "bench.json")))
+    console.print(f"demo finished in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
