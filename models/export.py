@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Literal
 
 import onnx
-import onnx_ir.passes.common as ir_passes
 import onnxscript
 import torch
 from torch import nn
@@ -82,6 +81,7 @@ def _export_dynamo(module: nn.Module, example: torch.Tensor, dynamic_batch: bool
                                 input_names=["input"], output_names=["output"],
                                 dynamic_shapes=dynamic_shapes)
     model = program.model
+    ir_passes = onnxscript.ir.passes.common
     onnxscript.optimizer.fold_constants(model)
     ir_passes.RemoveUnusedNodesPass()(model)
     ir_passes.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
