@@ -83,3 +83,38 @@ def test_folded_bn_exports_prune_and_cut_size(name: str) -> None:
     assert pruned.ByteSize() < model.proto.ByteSize()
     feeds = random_feeds(model, np.random.default_rng(0))
     assert run(pruned, feeds)[0].shape == run(model.proto, feeds)[0].shape
+
+
+def _nhwc_model(name: str) -> onnx.ModelProto:
+    from pathlib import Path
+
+    from models.tf_nhwc import tf_style_nhwc_model
+
+    if name == "tf_style_nhwc":
+        return tf_style_nhwc_model(0)
+    return onnx.load(str(Path(__file__).parent / "fixtures" / f"{name}.onnx"))
+
+
+NHWC = ["tf_style_nhwc", "tf2onnx_resnet", "tf2onnx_mobilenet", "tf2onnx_dense"]
+
+
+@pytest.mark.parametrize("name", NHWC)
+def test_nhwc_graphs_random_plans_and_zero_invariant(name: str) -> None:
+    raw = _nhwc_model(name)
+    model = normalize(raw)
+    analysis = analyze(model)
+    assert len(analysis.prunable_groups) >= 2
+    rng = np.random.default_rng(99)
+    feeds = random_feeds(model, rng)
+    shapes = [o.shape for o in run(model.proto, feeds)]
+    for _ in range(PLANS):
+        pruned = prune_model(analysis, random_plan(analysis, rng))
+        onnx.checker.check_model(pruned, full_check=True)
+        assert _interface(pruned) == _interface(raw)
+        assert [o.shape for o in run(pruned, feeds)] == shapes
+    for _ in range(5):
+        plan = random_plan(analysis, rng, p_prune=0.9)
+        zeroed = normalize(zeroed_model(analysis, linked_closure(analysis, prune_units(analysis, plan))))
+        reference = run(zeroed.proto, feeds)
+        for ref, out in zip(reference, run(prune_model(analyze(zeroed), plan), feeds)):
+            np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(ref).max())))
