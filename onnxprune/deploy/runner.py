@@ -104,8 +104,11 @@ def _profile_providers(path: str) -> dict[str, str]:
 
 
 def run_ort(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], *, provider: str = CPU_EP,
-            profile: bool = False) -> RunResult:
+            profile: bool = False, optimize: bool = True) -> RunResult:
     """Run ``model`` once with ``provider`` (falling back to CPU for nodes it lacks).
+
+    ``optimize=False`` disables ORT's graph optimizations (which would otherwise fuse, e.g.,
+    BatchNorm into Conv and hide differences between two graphs being compared).
 
     Raises:
         RuntimeUnavailable: ONNX Runtime or the provider is not installed.
@@ -117,6 +120,8 @@ def run_ort(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], *, provider
                                  "'onnxprune[gpu]' on a machine with CUDA")
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     with tempfile.TemporaryDirectory(prefix="onnxprune-profile-") as tmp:
         if profile:
             options.enable_profiling = True
@@ -129,10 +134,15 @@ def run_ort(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], *, provider
                      providers=tuple(session.get_providers()), node_providers=node_providers)
 
 
-def max_abs_diff(a: onnx.ModelProto, b: onnx.ModelProto, rng: np.random.Generator, *, batch: int = 1) -> float:
-    """Largest absolute output difference of two models with the same interface on random inputs."""
+def max_abs_diff(a: onnx.ModelProto, b: onnx.ModelProto, rng: np.random.Generator, *, batch: int = 1,
+                 optimize: bool = False) -> float:
+    """Largest absolute output difference of two models with the same interface on random inputs.
+
+    ORT's graph optimizations are off by default so that each graph is computed as written.
+    """
     feeds = random_feeds(a, rng, batch=batch)
-    out_a, out_b = run_ort(a, feeds).outputs, run_ort(b, feeds).outputs
+    out_a = run_ort(a, feeds, optimize=optimize).outputs
+    out_b = run_ort(b, feeds, optimize=optimize).outputs
     if len(out_a) != len(out_b):
         raise UnsupportedInput(f"models have {len(out_a)} and {len(out_b)} outputs; compare models "
                                "with the same interface")

@@ -1,7 +1,9 @@
 """Output simplification after pruning: constant folding, dead-node and Identity removal.
 
-Uses onnx-graphsurgeon (already a dependency) for constant folding and clean-up; Identity
-removal is done here because graph-surgeon keeps Identity nodes.
+Two passes: onnx-graphsurgeon (constant folding with Q/DQ excluded, clean-up) plus Identity
+removal done here (graph-surgeon keeps Identity nodes); then onnxslim when it is installed
+(it also folds BatchNorm into Conv and fuses Gemm patterns). The onnxslim result is kept only
+if it keeps every Quantize/DequantizeLinear node and has fewer nodes.
 
 Contract:
     requires: a checked model (any opset).
@@ -9,7 +11,8 @@ Contract:
     version, metadata and functions; Quantize/DequantizeLinear nodes are never folded (folding
     a DequantizeLinear of a weight would turn a quantized model back into a float one); the
     result never has more nodes than the input (if it would, the input is returned unchanged).
-    Outputs stay equal up to float rounding of folded constants (tests check 1e-5).
+    Outputs stay equal up to float rounding of folded constants and of BatchNorm folded into
+    Conv (tests check 1e-5).
 """
 
 from __future__ import annotations
@@ -95,6 +98,28 @@ def remove_identities(model: onnx.ModelProto) -> int:
     return removed
 
 
+def _qdq_count(model: onnx.ModelProto) -> int:
+    return sum(1 for n in model.graph.node if n.op_type in _NEVER_FOLD)
+
+
+def _slim(model: onnx.ModelProto) -> onnx.ModelProto:
+    """onnxslim's result with ``model``'s declarations, or ``model`` if it is absent or no better."""
+    try:
+        import onnxslim
+    except ImportError:
+        logger.debug("onnxslim is not installed; graph-surgeon simplification only")
+        return model
+    try:
+        slim = onnxslim.slim(model)
+    except Exception as exc:  # a third-party optimizer: any failure means "keep what we have"
+        logger.warning("onnxslim failed (%s); keeping the graph-surgeon result", str(exc).splitlines()[0][:200])
+        return model
+    if slim is None or _qdq_count(slim) != _qdq_count(model) or _count_nodes(slim) >= _count_nodes(model):
+        return model
+    _restore_declarations(slim.graph, model.graph)
+    return restore_model_fields(slim, model)
+
+
 def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
     """Fold constants, drop dead nodes and Identity nodes (see the module contract).
 
@@ -108,6 +133,7 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
     simplified = _fold_and_clean(model)
     identities = remove_identities(simplified)
     simplified = _fold_and_clean(simplified) if identities else simplified
+    simplified = _slim(simplified)
     after = _count_nodes(simplified)
     if after > before:
         logger.warning("simplification would grow the graph from %d to %d nodes; keeping it as it was",
