@@ -13,7 +13,7 @@ from onnx import TensorProto, helper
 
 from deploy_models import TinyNet, export, qdq_model
 from onnxprune.cli import main
-from onnxprune.deploy.checks import check_target
+from onnxprune.deploy.checks import CheckReport, check_target
 from onnxprune.deploy.target_support import TENSORRT_OPS
 from onnxprune.errors import UnsupportedInput
 from onnxprune.io import save_model
@@ -21,7 +21,7 @@ from onnxprune.io import save_model
 HAS_CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
 
 
-def _rules(report, severity: str) -> list[tuple[str, str]]:
+def _rules(report: CheckReport, severity: str) -> list[tuple[str, str]]:
     return [(f.rule, f.node) for f in report.findings if f.severity == severity]
 
 
@@ -80,7 +80,7 @@ def test_ops_unknown_to_ort_fail_statically_and_at_run() -> None:
     assert any("my.ops::Frobnicate" in f.message for f in report.findings)
 
 
-def test_int4_qdq_per_target(monkeypatch) -> None:
+def test_int4_qdq_per_target(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(0)
     weights_only = qdq_model(qtype=TensorProto.INT4)
     cpu = check_target(weights_only, "ort-cpu", rng)

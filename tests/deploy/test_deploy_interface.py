@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -106,7 +108,8 @@ def test_changed_static_dim_or_rank_is_refused(original: onnx.ModelProto, compre
 
 
 @pytest.mark.parametrize("auto", [False, True], ids=["forced", "above-limit"])
-def test_external_data_round_trip(tmp_path, monkeypatch, restored: onnx.ModelProto, auto: bool) -> None:
+def test_external_data_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restored: onnx.ModelProto,
+                                  auto: bool) -> None:
     if auto:  # save_model(external_data=None) switches above the protobuf limit; shrink the limit
         monkeypatch.setattr("onnxprune.io.PROTOBUF_LIMIT", 1024)
     path = save_model(restored, tmp_path / "big.onnx", external_data=None if auto else True)

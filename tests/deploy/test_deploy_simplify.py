@@ -80,7 +80,7 @@ def test_quantized_model_keeps_its_qdq_nodes() -> None:
         assert [n.op_type for n in simple.graph.node].count("DequantizeLinear") == count
 
 
-def test_a_slimmer_result_that_drops_qdq_is_rejected(monkeypatch) -> None:
+def test_a_slimmer_result_that_drops_qdq_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("onnxslim")
     model = qdq_model()
 

@@ -104,7 +104,8 @@ def test_input_without_rank_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "repo").exists()
 
 
-def test_failure_while_writing_leaves_nothing(tmp_path: Path, monkeypatch, served: onnx.ModelProto) -> None:
+def test_failure_while_writing_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             served: onnx.ModelProto) -> None:
     def broken(*args: object, **kwargs: object) -> None:
         raise OutputError("disk full (simulated)")
 
@@ -125,7 +126,8 @@ def test_external_data_uses_the_directory_form(tmp_path: Path, served: onnx.Mode
     assert out.shape == (7, 10)
 
 
-def test_cli_export_and_one_line_errors(tmp_path: Path, served: onnx.ModelProto, capsys) -> None:
+def test_cli_export_and_one_line_errors(tmp_path: Path, served: onnx.ModelProto,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
     path = save_model(served, tmp_path / "model.onnx")
     repo = tmp_path / "repo"
     args = ["export-triton", str(path), "--name", "cli_model", "--max-batch", "64", "-o", str(repo)]
