@@ -1,19 +1,32 @@
-"""Channel importance from producer weights, aggregated over every member of a group.
+"""Channel importance, aggregated over every coupled member of a group.
 
-Contract: returns, for each group, one non-negative score per unit (local order). A unit's
-score sums its atoms' filter norms over every producer in the group (all convs of a
-residual stream, every block of a grouped conv); Pad roots contribute nothing.
+Contract: every function returns, for each group, one non-negative score per unit (local
+order); the plan keeps the highest scores.
+
+* ``l1`` / ``l2`` / ``fpgm`` (:func:`weight_importance`): a unit's score sums its atoms' filter
+  scores over every producer in the group (all convs of a residual stream, every block of a
+  grouped conv); Pad roots contribute nothing. FPGM scores a filter by the sum of its
+  Euclidean distances to the other filters of the same producer (He et al. 2019): filters
+  nearest the geometric median are the most replaceable and score lowest.
+* ``bn`` (:func:`bn_importance`): ``|gamma|`` of every BatchNormalization / InstanceNormalization
+  scale or per-channel constant ``Mul`` on the group's tensors, summed; groups without one
+  fall back to L1.
+* activation (:func:`activation_importance`): mean ``|x|`` per channel of the tensors the
+  group's consumers read, measured elsewhere (the rewrite stage captures them) and passed in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
 
 import numpy as np
 from onnx import numpy_helper
 
-from onnxprune.analyze.types import Analysis
+from onnxprune.analyze.types import Analysis, SliceConst
 from onnxprune.errors import PlanError
+
+logger = logging.getLogger(__name__)
 
 Criterion = Callable[[np.ndarray], np.ndarray]
 
@@ -26,7 +39,17 @@ def _l2(filters: np.ndarray) -> np.ndarray:
     return np.sqrt(np.square(filters).reshape(filters.shape[0], -1).sum(axis=1))
 
 
-CRITERIA: dict[str, Criterion] = {"l1": _l1, "l2": _l2}
+def _fpgm(filters: np.ndarray) -> np.ndarray:
+    flat = filters.reshape(filters.shape[0], -1)
+    sq = np.square(flat).sum(axis=1)
+    dist2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * flat @ flat.T, 0.0)
+    return np.sqrt(dist2).sum(axis=1)
+
+
+CRITERIA: dict[str, Criterion] = {"l1": _l1, "l2": _l2, "fpgm": _fpgm}
+#: Every name accepted by ``--criterion`` (``bn`` and ``activation`` need more than weights).
+ALL_CRITERIA: tuple[str, ...] = ("l1", "l2", "fpgm", "bn", "activation")
+_SCALE_OPS = {"BatchNormalization": (1,), "InstanceNormalization": (1,), "Mul": (0, 1)}
 
 
 def weight_importance(analysis: Analysis, criterion: str = "l1") -> tuple[np.ndarray, ...]:
@@ -34,7 +57,7 @@ def weight_importance(analysis: Analysis, criterion: str = "l1") -> tuple[np.nda
 
     Args:
         analysis: The model's analysis.
-        criterion: ``"l1"`` or ``"l2"`` (norm of each output filter).
+        criterion: ``"l1"``, ``"l2"`` (norm of each output filter) or ``"fpgm"``.
 
     Returns:
         ``scores[g][u]`` for every group ``g`` and local unit ``u``.
@@ -57,3 +80,94 @@ def weight_importance(analysis: Analysis, criterion: str = "l1") -> tuple[np.nda
         units = analysis.atom_unit[root.first_atom:root.first_atom + root.size]
         np.add.at(unit_score, units, scores)
     return tuple(unit_score[units] for units in analysis.group_units)
+
+
+def _split(analysis: Analysis, unit_score: np.ndarray) -> tuple[np.ndarray, ...]:
+    return tuple(unit_score[units] for units in analysis.group_units)
+
+
+def _add_labeled(analysis: Analysis, unit_score: np.ndarray, tensor: str, values: np.ndarray) -> bool:
+    """Add per-position ``values`` of ``tensor`` to the units its labels name; False if unlabeled."""
+    lab = analysis.labels.get(tensor)
+    if lab is None or lab.ids.size != values.size:
+        return False
+    ok = lab.ids >= 0
+    np.add.at(unit_score, analysis.atom_unit[lab.ids[ok]], values[ok])
+    return True
+
+
+def bn_importance(analysis: Analysis) -> tuple[np.ndarray, ...]:
+    """Per-group unit scores from normalization / per-channel scales (``|gamma|``).
+
+    Every BatchNormalization or InstanceNormalization scale and every constant per-channel
+    ``Mul`` factor sliced with a group's channels adds ``|value|`` to its units. Groups with no
+    such scale use their L1 scores instead.
+    """
+    nodes = {n.name: n for n in analysis.model.proto.graph.node}
+    inits = {t.name: t for t in analysis.model.proto.graph.initializer}
+    unit_score = np.zeros(analysis.unit_group.size, dtype=np.float64)
+    for edit in analysis.edits:
+        if not isinstance(edit, SliceConst):
+            continue
+        node = nodes.get(edit.node)
+        if node is None or edit.index not in _SCALE_OPS.get(node.op_type, ()):
+            continue
+        name = node.input[edit.index]
+        if name not in inits:
+            continue
+        value = np.moveaxis(numpy_helper.to_array(inits[name]).astype(np.float64), edit.axis, 0)
+        _add_labeled(analysis, unit_score, edit.mask_of, np.abs(value.reshape(value.shape[0], -1)).mean(axis=1))
+    scores = _split(analysis, unit_score)
+    l1 = weight_importance(analysis, "l1")
+    missing = [g for g, s in enumerate(scores) if s.size and not s.any()]
+    if missing:
+        logger.info("bn criterion: %d groups have no normalization scale, using L1 there", len(missing))
+    return tuple(l1[g] if g in missing else s for g, s in enumerate(scores))
+
+
+def activation_importance(analysis: Analysis, channel_means: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+    """Per-group unit scores from measured activations.
+
+    Args:
+        analysis: The model's analysis.
+        channel_means: Tensor name -> mean ``|x|`` per position of its labeled axis (from
+            :func:`onnxprune.rewrite.capture.channel_means` on calibration data).
+
+    Returns:
+        ``scores[g][u]``: the sum over the given tensors of the unit's channel means; groups
+        none of whose tensors were measured fall back to L1.
+    """
+    unit_score = np.zeros(analysis.unit_group.size, dtype=np.float64)
+    for tensor, values in channel_means.items():
+        _add_labeled(analysis, unit_score, tensor, np.asarray(values, dtype=np.float64))
+    scores = _split(analysis, unit_score)
+    l1 = weight_importance(analysis, "l1")
+    return tuple(l1[g] if s.size and not s.any() else s for g, s in enumerate(scores))
+
+
+def consumer_inputs(analysis: Analysis) -> tuple[str, ...]:
+    """Labeled tensors read by the consumers (Conv/Gemm/MatMul) of prunable groups, sorted."""
+    nodes = {n.name: n for n in analysis.model.proto.graph.node}
+    names = {nodes[c].input[0] for g in analysis.prunable_groups for c in g.consumers if c in nodes}
+    return tuple(sorted(n for n in names if n in analysis.labels))
+
+
+def importance(analysis: Analysis, criterion: str,
+               channel_means: Mapping[str, np.ndarray] | None = None) -> tuple[np.ndarray, ...]:
+    """Per-group unit scores for any name of :data:`ALL_CRITERIA`.
+
+    Args:
+        analysis: The model's analysis.
+        criterion: ``l1``, ``l2``, ``fpgm``, ``bn`` or ``activation``.
+        channel_means: Measured activations, required for ``activation``.
+
+    Raises:
+        PlanError: unknown criterion, or ``activation`` without measurements.
+    """
+    if criterion == "bn":
+        return bn_importance(analysis)
+    if criterion == "activation":
+        if channel_means is None:
+            raise PlanError("--criterion activation needs calibration data; pass --calib FILE.npz")
+        return activation_importance(analysis, channel_means)
+    return weight_importance(analysis, criterion)

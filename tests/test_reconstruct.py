@@ -1,0 +1,155 @@
+"""Criteria rankings, feature capture and least-squares reconstruction on hand-built models."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxprune.analyze import analyze
+from onnxprune.analyze.importance import activation_importance, bn_importance, consumer_inputs, weight_importance
+from onnxprune.load import normalize
+from onnxprune.plan import Plan
+from onnxprune.rewrite import prune_model
+from onnxprune.rewrite.capture import channel_means
+from onnxprune.rewrite.prune import tensor_masks, unit_mask
+from onnxprune.rewrite.reconstruct import ReconstructOptions, repair
+from pruning_utils import run
+
+
+def _model(nodes: list[onnx.NodeProto], inits: dict[str, np.ndarray], in_shape: list[int],
+           out_shape: list[int]) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *in_shape[1:]])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", *out_shape])],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def _conv_chain(rng: np.random.Generator, *, combos: bool) -> onnx.ModelProto:
+    """x(4ch) -> Conv A (6 out) -> Conv B (5 out) -> y; A's channels 4, 5 are combos of 0..3."""
+    wa, ba = rng.standard_normal((6, 4, 3, 3)), rng.standard_normal(6)
+    if combos:
+        mix = rng.standard_normal((2, 4))
+        wa[4:] = np.tensordot(mix, wa[:4], axes=1)
+        ba[4:] = mix @ ba[:4]
+    nodes = [helper.make_node("Conv", ["x", "wa", "ba"], ["h"], name="A", pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["h", "wb", "bb"], ["y"], name="B", pads=[1, 1, 1, 1])]
+    return _model(nodes, {"wa": wa, "ba": ba, "wb": rng.standard_normal((5, 6, 3, 3)),
+                          "bb": rng.standard_normal(5)}, [1, 4, 8, 8], [5, 8, 8])
+
+
+def _gemm_chain(rng: np.random.Generator) -> onnx.ModelProto:
+    wa, ba = rng.standard_normal((8, 6)), rng.standard_normal(8)
+    mix = rng.standard_normal((3, 5))
+    wa[5:] = mix @ wa[:5]
+    ba[5:] = mix @ ba[:5]
+    nodes = [helper.make_node("Gemm", ["x", "wa", "ba"], ["h"], name="A", transB=1),
+             helper.make_node("Gemm", ["h", "wb", "bb"], ["y"], name="B", alpha=0.5, beta=2.0)]
+    return _model(nodes, {"wa": wa, "ba": ba, "wb": rng.standard_normal((8, 3)), "bb": rng.standard_normal(3)},
+                  [1, 6], [3])
+
+
+def _prune_group(proto: onnx.ModelProto, keep: tuple[int, ...]):
+    model = normalize(proto)
+    analysis = analyze(model)
+    group = next(g for g in analysis.prunable_groups if "A" in g.producers)
+    plan = Plan(keep={group.id: keep})
+    masks = tensor_masks(analysis, unit_mask(analysis, plan))
+    return model.proto, prune_model(analysis, plan), list(group.consumers), masks
+
+
+def test_reconstruct_recovers_linear_combinations_conv() -> None:
+    rng = np.random.default_rng(0)
+    original, pruned, consumers, masks = _prune_group(_conv_chain(rng, combos=True), (0, 1, 2, 3))
+    feeds = {"x": rng.standard_normal((30, 4, 8, 8)).astype(np.float32)}
+    test = {"x": rng.standard_normal((5, 4, 8, 8)).astype(np.float32)}
+    want = run(original, test)[0]
+    assert np.abs(run(pruned, test)[0] - want).max() > 0.1  # pruning alone changes the output
+    fixed, report = repair(original, pruned, consumers, masks, feeds, np.random.default_rng(1),
+                           options=ReconstructOptions(ridge=1e-10))
+    assert [f.method for f in report.layers] == ["lstsq"]
+    np.testing.assert_allclose(run(fixed, test)[0], want, atol=1e-4)
+
+
+def test_reconstruct_recovers_linear_combinations_gemm() -> None:
+    rng = np.random.default_rng(2)
+    original, pruned, consumers, masks = _prune_group(_gemm_chain(rng), (0, 1, 2, 3, 4))
+    feeds = {"x": rng.standard_normal((64, 6)).astype(np.float32)}
+    test = {"x": rng.standard_normal((7, 6)).astype(np.float32)}
+    fixed, _ = repair(original, pruned, consumers, masks, feeds, np.random.default_rng(3),
+                      options=ReconstructOptions(ridge=1e-10))
+    np.testing.assert_allclose(run(fixed, test)[0], run(original, test)[0], atol=1e-4)
+
+
+def test_reconstruct_all_kept_is_noop() -> None:
+    rng = np.random.default_rng(4)
+    proto = normalize(_conv_chain(rng, combos=False)).proto
+    feeds = {"x": rng.standard_normal((20, 4, 8, 8)).astype(np.float32)}
+    fixed, report = repair(proto, proto, ["A", "B"], {}, feeds, np.random.default_rng(5))
+    test = {"x": rng.standard_normal((3, 4, 8, 8)).astype(np.float32)}
+    np.testing.assert_allclose(run(fixed, test)[0], run(proto, test)[0], atol=1e-5)
+    assert len(report.layers) == 2
+
+
+def test_bias_correction_folds_mean_of_removed_channels() -> None:
+    rng = np.random.default_rng(6)
+    # A's channel 5 is constant (zero weights, bias 3): removing it loses exactly 3 * sum(W_B[:, 5]),
+    # except at the zero-padded border, so compare the interior.
+    proto = _conv_chain(rng, combos=False)
+    wa = numpy_helper.to_array(proto.graph.initializer[0]).copy()
+    ba = numpy_helper.to_array(proto.graph.initializer[1]).copy()
+    wa[5], ba[5] = 0.0, 3.0
+    proto.graph.initializer[0].CopyFrom(numpy_helper.from_array(wa, "wa"))
+    proto.graph.initializer[1].CopyFrom(numpy_helper.from_array(ba, "ba"))
+    original, pruned, consumers, masks = _prune_group(proto, (0, 1, 2, 3, 4))
+    feeds = {"x": rng.standard_normal((10, 4, 8, 8)).astype(np.float32)}
+    fixed, report = repair(original, pruned, consumers, masks, feeds, rng, mode="bias")
+    assert [f.method for f in report.layers] == ["bias"]
+    test = {"x": rng.standard_normal((2, 4, 8, 8)).astype(np.float32)}
+    want, got, raw = run(original, test)[0], run(fixed, test)[0], run(pruned, test)[0]
+    np.testing.assert_allclose(got[:, :, 1:-1, 1:-1], want[:, :, 1:-1, 1:-1], atol=1e-4)
+    assert np.abs(raw - want).max() > 1.0
+
+
+def _criteria_model(weights: np.ndarray, gamma: np.ndarray) -> onnx.ModelProto:
+    n = weights.shape[0]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="A"),
+             helper.make_node("BatchNormalization", ["c", "g", "b", "m", "v"], ["n"], name="bn"),
+             helper.make_node("Relu", ["n"], ["r"], name="relu"),
+             helper.make_node("Conv", ["r", "w2"], ["y"], name="B")]
+    inits = {"w": weights, "g": gamma, "b": np.zeros(n), "m": np.zeros(n), "v": np.ones(n),
+             "w2": np.ones((2, n, 1, 1))}
+    return _model(nodes, inits, [1, weights.shape[1], 4, 4], [2, 4, 4])
+
+
+def test_fpgm_drops_filter_nearest_median_and_bn_smallest_gamma() -> None:
+    rng = np.random.default_rng(7)
+    far = rng.standard_normal((3, 2, 1, 1)) * 5
+    median = far.mean(axis=0, keepdims=True) + 0.01
+    weights = np.concatenate([far[:1], median, far[1:]])  # filter 1 sits at the centre
+    gamma = np.array([1.0, 2.0, 0.05, 0.5])
+    analysis = analyze(normalize(_criteria_model(weights, gamma)))
+    gid = next(g.id for g in analysis.prunable_groups if "A" in g.producers)
+    fpgm = weight_importance(analysis, "fpgm")[gid]
+    assert int(np.argmin(fpgm)) == 1
+    assert int(np.argmin(bn_importance(analysis)[gid])) == 2
+    np.testing.assert_allclose(bn_importance(analysis)[gid], np.abs(gamma))
+
+
+def test_activation_criterion_ranks_by_mean_abs_activation() -> None:
+    rng = np.random.default_rng(8)
+    weights = rng.standard_normal((4, 2, 1, 1))
+    weights[3] *= 0.01  # channel 3 barely activates
+    analysis = analyze(normalize(_criteria_model(weights, np.ones(4))))
+    tensors = consumer_inputs(analysis)
+    feeds = {"x": rng.standard_normal((16, 2, 4, 4)).astype(np.float32)}
+    means = channel_means(analysis.model.proto, feeds, {t: analysis.labels[t].axis for t in tensors})
+    gid = next(g.id for g in analysis.prunable_groups if "A" in g.producers)
+    scores = activation_importance(analysis, means)[gid]
+    assert tensors == ("r",)
+    assert int(np.argmin(scores)) == 3
+    relu = np.maximum(np.einsum("oi,nihw->nohw", weights[:, :, 0, 0], feeds["x"]), 0)
+    np.testing.assert_allclose(scores, relu.mean(axis=(0, 2, 3)), rtol=1e-4)
