@@ -56,9 +56,12 @@ class PruneReport:
     bytes_after: int
     groups_pruned: int
     groups_frozen: int
+    repaired_layers: int = 0
+    repair_seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "output": str(self.output), "plan": self.plan.to_json(),
+                "repaired_layers": self.repaired_layers, "repair_seconds": self.repair_seconds,
                 "before": {**self.before.__dict__, "bytes": self.bytes_before},
                 "after": {**self.after.__dict__, "bytes": self.bytes_after},
                 "groups_pruned": self.groups_pruned, "groups_frozen": self.groups_frozen}
