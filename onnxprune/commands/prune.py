@@ -10,7 +10,9 @@ from rich.table import Table
 
 from onnxprune import pipeline
 from onnxprune.commands._model_options import add_input_shape_option, parse_input_shapes
-from onnxprune.errors import PlanError
+from onnxprune.analyze.importance import ALL_CRITERIA
+from onnxprune.errors import DataError, PlanError
+from onnxprune.evaluate import DataSpec, make_preprocess
 from onnxprune.io import write_json_atomic
 from onnxprune.plan import Plan
 
@@ -32,7 +34,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--output", type=Path, required=True, help="where to write the pruned model")
     parser.add_argument("--ratio", type=str, default="0.5", help="fraction of each group's channels to remove")
     parser.add_argument("--round-to", type=int, default=1, metavar="N", help="keep channel counts multiples of N")
-    parser.add_argument("--criterion", choices=("l1", "l2"), default="l1", help="channel importance")
+    parser.add_argument("--criterion", choices=ALL_CRITERIA, default="l1",
+                        help="channel importance (activation needs --calib)")
+    repair = parser.add_mutually_exclusive_group()
+    repair.add_argument("--reconstruct", action="store_true",
+                        help="re-fit the layers that lost input channels by least squares (needs --calib)")
+    repair.add_argument("--bias-correct", action="store_true",
+                        help="fold removed channels' mean contribution into biases (needs --calib)")
+    parser.add_argument("--calib", type=Path, default=None, metavar="FILE",
+                        help="calibration data (.npz with images, or an image folder)")
+    parser.add_argument("--calib-size", type=int, default=2000, metavar="N", help="calibration images used")
+    parser.add_argument("--preprocess", default=None, help="preprocessing preset of the calibration images")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the calibration subset and sampling")
     parser.add_argument("--plan", type=str, default=None, help="apply this plan JSON instead of --ratio")
     parser.add_argument("--save-plan", type=Path, default=None, help="write the applied plan as JSON")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the report as JSON")
@@ -43,9 +56,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     ratio = _ratio(args.ratio)
     plan = Plan.read(args.plan) if args.plan else None
+    if args.calib_size < 1:
+        raise DataError(f"--calib-size {args.calib_size}: give a positive number of images")
+    calib = None if args.calib is None else DataSpec(path=args.calib, preprocess=make_preprocess(args.preprocess),
+                                                     val_split=args.calib_size, seed=args.seed)
+    mode = "reconstruct" if args.reconstruct else ("bias" if args.bias_correct else None)
     report = pipeline.prune_file(args.model, args.output, ratio=ratio, round_to=args.round_to,
                                  criterion=args.criterion, plan=plan,
-                                 input_shapes=parse_input_shapes(args.input_shape))
+                                 input_shapes=parse_input_shapes(args.input_shape), calib=calib,
+                                 repair_mode=mode)
     table = Table(title=f"{args.model.name} -> {report.output.name}")
     for column in ("", "before", "after", "ratio"):
         table.add_column(column, justify="right")
@@ -56,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     console.print(table)
     console.print(f"{report.groups_pruned} groups pruned, {report.groups_frozen} frozen; wrote {report.output}")
+    if mode is not None:
+        console.print(f"{mode}: {report.repaired_layers} layers repaired in {report.repair_seconds:.1f} s")
     if args.save_plan is not None:
         write_json_atomic(args.save_plan, report.plan.to_json())
     if args.json is not None:
