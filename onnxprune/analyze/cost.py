@@ -78,15 +78,17 @@ def _bits(node: onnx.NodeProto, bits: Mapping[str, tuple[int, int]]) -> int:
 
 def model_cost(model: Model, bits: Mapping[str, tuple[int, int]] | None = None) -> Cost:
     """Exact cost of a normalized model from its inferred shapes."""
-    bits = bits or {}
-    shape_of = model.shapes.get
+    return _cost(model, model.shapes.get, bits or {})
+
+
+def _cost(model: Model, shape_of: ShapeOf, bits: Mapping[str, tuple[int, int]]) -> Cost:
+    """MACs, params and BOPs of ``model`` under the shape lookup ``shape_of``."""
     macs = bops = 0
     for node in model.proto.graph.node:
         m = node_macs(node, shape_of)
         macs += m
         bops += m * _bits(node, bits)
-    counted = _param_initializers(model)
-    params = sum(_prod(tuple(t.dims)) for t in model.proto.graph.initializer if t.name in counted)
+    params = sum(_prod(shape_of(name)) for name in _param_initializers(model))
     return Cost(macs=macs, params=params, bops=bops)
 
 
@@ -120,17 +122,7 @@ def pruned_shapes(analysis: Analysis, masks: Mapping[str, np.ndarray]) -> ShapeO
 def estimate_cost(analysis: Analysis, masks: Mapping[str, np.ndarray],
                   bits: Mapping[str, tuple[int, int]] | None = None) -> Cost:
     """Cost the pruned model would have (equal to :func:`model_cost` of the rewrite)."""
-    bits = bits or {}
-    model = analysis.model
-    shape_of = pruned_shapes(analysis, masks)
-    macs = bops = 0
-    for node in model.proto.graph.node:
-        m = node_macs(node, shape_of)
-        macs += m
-        bops += m * _bits(node, bits)
-    counted = _param_initializers(model)
-    params = sum(_prod(shape_of(name)) for name in counted)
-    return Cost(macs=macs, params=params, bops=bops)
+    return _cost(analysis.model, pruned_shapes(analysis, masks), bits or {})
 
 
 def group_shares(analysis: Analysis) -> tuple[tuple[int, int], ...]:
