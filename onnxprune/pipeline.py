@@ -20,6 +20,7 @@ from onnxprune.analyze import Analysis, analyze
 from onnxprune.analyze import cost as analyze_cost
 from onnxprune.analyze.cost import group_shares
 from onnxprune.analyze.importance import consumer_inputs, importance
+from onnxprune.compressing import AGENTS, compress_file  # noqa: F401 - the compress stage's entry
 from onnxprune.errors import DataError, OutputError
 from onnxprune.io import save_model
 from onnxprune.load import load, normalize

@@ -1,0 +1,128 @@
+"""``onnxprune compress``: search per-group pruning ratios that meet a MACs/params target."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from onnxprune import pipeline
+from onnxprune.commands._model_options import add_input_shape_option, parse_input_shapes
+from onnxprune.commands.eval import data_spec
+from onnxprune.compressing import CompressReport
+from onnxprune.errors import PlanError
+from onnxprune.evaluate import PRESETS, Runtime
+from onnxprune.io import write_json_atomic
+from onnxprune.search.baselines import SearchState
+from onnxprune.search.env import Episode
+from onnxprune.search.reward import REWARDS
+from onnxprune.search.space import METRICS
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise PlanError(f"--target '{text}' is not a number; pass the fraction to remove, e.g. 0.5") from None
+    if not 0.0 < value < 1.0:
+        raise PlanError(f"--target {value} is outside (0, 1); pass the fraction to remove, e.g. 0.5")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``compress`` subcommand."""
+    parser = subparsers.add_parser(
+        "compress", help="search per-layer pruning ratios for a MACs/params target",
+        description="Find per-group pruning ratios that remove --target of the MACs (or params) with the best "
+                    "validation accuracy, and write the pruned model. Without --data: one data-free "
+                    "uniform-ratio candidate (weight-norm criterion).")
+    parser.add_argument("model", type=Path, help="the .onnx file (never modified)")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="where to write the pruned model")
+    parser.add_argument("--target", type=str, required=True, help="fraction of --metric to remove (0.5: half)")
+    parser.add_argument("--metric", choices=METRICS, default="macs", help="resource the target applies to")
+    parser.add_argument("--agent", choices=pipeline.AGENTS, default="random", help="search agent (default random)")
+    parser.add_argument("--episodes", type=int, default=30, metavar="N", help="candidates to evaluate")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the search and of --val-split")
+    parser.add_argument("--round-to", type=int, default=1, metavar="N", help="keep channel counts multiples of N")
+    parser.add_argument("--max-ratio", type=float, default=0.8, help="most of a group's channels removed (0.8)")
+    parser.add_argument("--criterion", choices=("l1", "l2", "fpgm"), default="l1", help="which channels go")
+    parser.add_argument("--reward", choices=sorted(REWARDS), default="err", help="AGMC reward (default err)")
+    parser.add_argument("--data", type=Path, metavar="PATH", help="labelled validation .npz or image folder")
+    parser.add_argument("--preprocess", choices=sorted(PRESETS), default=None, help="preset for --data")
+    parser.add_argument("--val-split", type=int, metavar="N", help="score candidates on a seeded subset of N")
+    parser.add_argument("--resume", action="store_true", help="continue from <output>.search.json")
+    parser.add_argument("--threads", type=int, default=None, metavar="N", help="ONNX Runtime intra-op threads")
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the report as JSON")
+    add_input_shape_option(parser)
+    parser.set_defaults(run=run)
+
+
+def _data(args: argparse.Namespace) -> Any:
+    if args.data is None:
+        return None
+    ns = argparse.Namespace(preprocess=args.preprocess, scale=None, mean=None, std=None, layout=None, dtype=None,
+                            data=args.data, data_module=None, val_split=args.val_split, seed=args.seed)
+    return data_spec(ns)
+
+
+def _table(report: CompressReport) -> Table:
+    table = Table(title=f"{Path(report.source).name} -> {report.output.name} ({report.agent}, "
+                        f"{report.episodes} episodes, {report.search_seconds:.1f} s)")
+    for column in ("", "before", "after", "ratio"):
+        table.add_column(column, justify="right")
+    for name, before, after in (("MACs", report.before.macs, report.after.macs),
+                                ("params", report.before.params, report.after.params),
+                                ("bytes", report.bytes_before, report.bytes_after)):
+        table.add_row(name, f"{before:,}", f"{after:,}", f"{after / before:.3f}" if before else "-")
+    if report.accuracy_before is not None and report.accuracy_after is not None:
+        table.add_row("val top-1 %", f"{report.accuracy_before:.2f}", f"{report.accuracy_after:.2f}",
+                      f"{report.accuracy_after - report.accuracy_before:+.2f}")
+    return table
+
+
+def _widths(report: CompressReport) -> Table:
+    table = Table(title="channels per prunable group")
+    for column in ("group", "before", "after", "removed"):
+        table.add_column(column, justify="right")
+    for g in report.groups:
+        table.add_row(str(g.id), str(g.before), str(g.after), f"{1 - g.after / g.before:.0%}")
+    return table
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the search and print the report."""
+    target = _fraction(args.target)
+    data = _data(args)
+    console = Console()
+    if data is None:
+        console.print("No --data: data-free run, one uniform-ratio candidate (weight-norm criterion); "
+                      "pass --data val.npz to search ratios by accuracy.")
+    episodes = 1 if data is None or args.agent == "uniform" else args.episodes
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[info]}"), console=Console(stderr=True), transient=True,
+                  disable=not Console(stderr=True).is_terminal) as progress:
+        task = progress.add_task("search", total=episodes, info="")
+
+        def on_episode(episode: Episode, state: SearchState, _candidate: Any, _best: bool) -> None:
+            best = state.best
+            acc = f"{100 * best.accuracy:.2f} %" if best and best.accuracy is not None else "-"
+            progress.update(task, completed=state.next_episode,
+                            info=f"ep {episode.index} best reward {best.reward if best else 0:.4f} "
+                                 f"acc {acc} MACs {best.macs if best else 0:,}")
+
+        report = pipeline.compress_file(
+            args.model, args.output, target=target, metric=args.metric, agent=args.agent, episodes=args.episodes,
+            seed=args.seed, round_to=args.round_to, max_ratio=args.max_ratio, criterion=args.criterion,
+            reward=args.reward, data=data, runtime=Runtime(device="cpu", threads=args.threads) if data else None,
+            resume=args.resume, on_episode=on_episode, input_shapes=parse_input_shapes(args.input_shape))
+    console.print(_table(report))
+    console.print(_widths(report))
+    console.print(f"removed {report.achieved:.1%} of {report.metric} (target {report.target:.0%}); "
+                  f"wrote {report.output}")
+    if args.json is not None:
+        write_json_atomic(args.json, report.to_json())
+    return 0

@@ -1,0 +1,202 @@
+"""``onnxprune compress``: policy search over per-group ratios, wired from the stages.
+
+Loads and analyzes the model, builds the search space and the candidate callables
+(rewrite to build, ONNX Runtime on the validation split to score), runs the agent, keeps the
+best candidate and a resumable checkpoint on disk, and returns a :class:`CompressReport`.
+:func:`compress_file` is re-exported by :mod:`onnxprune.pipeline`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from onnxprune.analyze import analyze
+from onnxprune.analyze import cost as analyze_cost
+from onnxprune.analyze.cost import Cost
+from onnxprune.analyze.importance import weight_importance
+from onnxprune.errors import DataError, OutputError, PlanError
+from onnxprune.evaluate import DataSpec, Runtime, evaluate, open_data
+from onnxprune.io import save_model, write_json_atomic
+from onnxprune.load import load, normalize
+from onnxprune.rewrite import prune_model
+from onnxprune.search.baselines import OnEpisode, SearchState, random_search, uniform_search
+from onnxprune.search.env import CompressionEnv, Episode
+from onnxprune.search.reward import reward_fn
+from onnxprune.search.space import SearchSpace
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GroupWidth:
+    """Channels of one prunable group before and after."""
+
+    id: int
+    before: int
+    after: int
+
+
+@dataclass(frozen=True)
+class CompressReport:
+    """The result of a policy search and the saved model.
+
+    Attributes:
+        source: The input model.
+        output: Where the pruned model was written.
+        agent: The agent that searched (``uniform`` for data-free runs).
+        metric: The resource the target applies to.
+        target: Fraction of ``metric`` removed as requested.
+        seed: The run's seed.
+        episodes: Episodes evaluated in total (including before a resume).
+        data_free: True when no data was given (uniform ratio, weight-norm criterion).
+        before: Cost of the input.
+        after: Cost of the output.
+        bytes_before: Input size on disk.
+        bytes_after: Output size on disk.
+        accuracy_before: Validation top-1 (percent) of the input, when data was given.
+        accuracy_after: Validation top-1 (percent) of the output, when data was given.
+        groups: Per-group widths.
+        search_seconds: Wall time of the search (this process).
+        best: The chosen episode.
+    """
+
+    source: str
+    output: Path
+    agent: str
+    metric: str
+    target: float
+    seed: int
+    episodes: int
+    data_free: bool
+    before: Cost
+    after: Cost
+    bytes_before: int
+    bytes_after: int
+    accuracy_before: float | None
+    accuracy_after: float | None
+    groups: tuple[GroupWidth, ...]
+    search_seconds: float
+    best: Episode
+
+    @property
+    def achieved(self) -> float:
+        """Fraction of the metric removed."""
+        before, after = getattr(self.before, self.metric), getattr(self.after, self.metric)
+        return 1.0 - after / before if before else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {"source": self.source, "output": str(self.output), "agent": self.agent, "metric": self.metric,
+                "target": self.target, "achieved": self.achieved, "seed": self.seed, "episodes": self.episodes,
+                "data_free": self.data_free,
+                "before": {**self.before.__dict__, "bytes": self.bytes_before},
+                "after": {**self.after.__dict__, "bytes": self.bytes_after},
+                "accuracy_before": self.accuracy_before, "accuracy_after": self.accuracy_after,
+                "groups": [g.__dict__ for g in self.groups], "search_seconds": self.search_seconds,
+                "best": self.best.to_json()}
+
+
+AGENTS: tuple[str, ...] = ("uniform", "random")
+
+
+def _checkpoint_path(output: Path) -> Path:
+    return output.with_name(output.name + ".search.json")
+
+
+def _read_checkpoint(path: Path, config: dict[str, object]) -> SearchState:
+    """The search state saved at ``path``; refuses a checkpoint of another run."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise PlanError(f"--resume: cannot read {path} ({exc}); run without --resume") from exc
+    if saved.get("config") != config:
+        raise PlanError(f"--resume: {path} was written by a run with other settings "
+                        f"({saved.get('config')}); repeat those settings or run without --resume")
+    return SearchState.from_json(saved["state"])
+
+
+def _scorer(path: Path, data: DataSpec, runtime: Runtime) -> tuple[float, Callable[[onnx.ModelProto], float]]:
+    """Validation top-1 (percent) of the input and a candidate scorer returning a fraction."""
+    session = runtime.session(path)
+    dataset = open_data(data, session.inputs)
+    result = evaluate(session, dataset)
+    if result.accuracy is None:
+        raise DataError("compress --data needs labels to score candidates; add 'labels' to the npz")
+
+    def score(model: onnx.ModelProto) -> float:
+        acc = evaluate(runtime.create(model), dataset).accuracy
+        return acc.top1 / 100.0 if acc is not None else 0.0
+
+    return result.accuracy.top1, score
+
+
+def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], *, target: float,
+                  metric: str = "macs", agent: str = "uniform", episodes: int = 20, seed: int = 0,
+                  round_to: int = 1, max_ratio: float = 0.8, criterion: str = "l1", reward: str = "err",
+                  data: DataSpec | None = None, runtime: Runtime | None = None, resume: bool = False,
+                  on_episode: OnEpisode | None = None,
+                  input_shapes: Mapping[str, Sequence[int]] | None = None) -> CompressReport:
+    """Search per-group ratios meeting ``target`` and save the best pruned model to ``output``.
+
+    The best candidate so far is always at ``output`` and the search state at
+    ``<output>.search.json`` (removed on success), so an interrupted run resumes with ``resume``.
+    Without ``data`` the run is data-free: one uniform-ratio episode (weight-norm criterion).
+    """
+    source, target_path = Path(path).resolve(), Path(output).resolve()
+    if source == target_path:
+        raise OutputError(f"-o {output} is the input model; choose another output path (the input is never modified)")
+    if agent not in AGENTS:
+        raise PlanError(f"--agent {agent} is not available; use one of {', '.join(AGENTS)}")
+    started = time.perf_counter()
+    analysis = analyze(load(source, input_shapes=input_shapes))
+    space = SearchSpace.build(analysis, weight_importance(analysis, criterion), max_ratio=max_ratio,
+                              round_to=round_to)
+    accuracy_before, score = None, None
+    if data is not None:
+        accuracy_before, score = _scorer(source, data, runtime or Runtime(device="cpu"))
+    else:
+        agent = "uniform"
+    env = CompressionEnv(space, target=target, metric=metric, apply=lambda plan: prune_model(analysis, plan),
+                         score=score, reward=reward_fn(reward))
+    config: dict[str, object] = {"model": str(source), "target": target, "metric": metric, "agent": agent,
+                                 "seed": seed, "round_to": round_to, "max_ratio": max_ratio,
+                                 "criterion": criterion, "reward": reward, "data": str(data.path) if data else None}
+    checkpoint = _checkpoint_path(target_path)
+    state = _read_checkpoint(checkpoint, config) if resume and checkpoint.exists() else None
+
+    def record(episode: Episode, new_state: SearchState, candidate: onnx.ModelProto, best: bool) -> None:
+        if best:
+            save_model(candidate, target_path)
+        write_json_atomic(checkpoint, {"config": config, "state": new_state.to_json()})
+        if on_episode is not None:
+            on_episode(episode, new_state, candidate, best)
+
+    if agent == "uniform":
+        state = state if state is not None and state.best is not None else uniform_search(env, seed=seed, on_episode=record)
+    else:
+        state = random_search(env, episodes, seed=seed, state=state, on_episode=record)
+    best = state.best
+    if best is None:
+        raise PlanError("the search evaluated no episode; raise --episodes")
+    saved = save_model(prune_model(analysis, best.plan), target_path)
+    checkpoint.unlink(missing_ok=True)
+    widths = tuple(GroupWidth(id=gid, before=size, after=keep)
+                   for gid, size, keep in zip(space.group_ids, space.sizes, best.keeps))
+    return CompressReport(source=str(source), output=saved, agent=agent, metric=metric, target=target, seed=seed,
+                          episodes=state.next_episode, data_free=data is None,
+                          before=analyze_cost.model_cost(analysis.model),
+                          after=analyze_cost.model_cost(normalize(onnx.load(saved), name=saved.name,
+                                                                  input_shapes=input_shapes)),
+                          bytes_before=source.stat().st_size, bytes_after=saved.stat().st_size,
+                          accuracy_before=accuracy_before,
+                          accuracy_after=100.0 * best.accuracy if best.accuracy is not None else None,
+                          groups=widths, search_seconds=time.perf_counter() - started, best=best)

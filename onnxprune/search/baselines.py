@@ -1,0 +1,110 @@
+"""Baseline agents: uniform ratio and random search, both rescaled to the target.
+
+Both return a :class:`SearchState`, the JSON-serializable progress of a search: the next
+episode, the best episode so far and a short history. Random search draws episode ``i``'s
+actions from its own generator ``default_rng((seed, i))``, so a run resumed from a checkpoint
+at episode ``i`` continues exactly as the uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from onnxprune.errors import PlanError
+from onnxprune.search.env import CompressionEnv, Episode
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SearchState:
+    """Progress of a search, enough to resume it.
+
+    Attributes:
+        agent: Agent name (``uniform``, ``random``, ``amc``).
+        seed: The run's seed.
+        next_episode: Episodes done so far.
+        best: The best episode (highest reward, then fewest MACs), or ``None`` before the first.
+        history: ``(reward, accuracy, macs)`` per episode.
+        agent_state: Agent-specific resumable state (JSON-ready), if any.
+    """
+
+    agent: str
+    seed: int
+    next_episode: int = 0
+    best: Episode | None = None
+    history: tuple[tuple[float, float | None, int], ...] = ()
+    agent_state: Any = None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {"agent": self.agent, "seed": self.seed, "next_episode": self.next_episode,
+                "best": self.best.to_json() if self.best else None,
+                "history": [list(h) for h in self.history], "agent_state": self.agent_state}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> SearchState:
+        """Inverse of :meth:`to_json`."""
+        try:
+            return cls(agent=str(obj["agent"]), seed=int(obj["seed"]), next_episode=int(obj["next_episode"]),
+                       best=Episode.from_json(obj["best"]) if obj.get("best") else None,
+                       history=tuple((float(r), a, int(m)) for r, a, m in obj.get("history", ())),
+                       agent_state=obj.get("agent_state"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PlanError(f"malformed search checkpoint ({exc}); delete it or run without --resume") from exc
+
+    def record(self, episode: Episode) -> tuple[SearchState, bool]:
+        """State after ``episode``; the flag says whether it is the new best."""
+        better = self.best is None or (episode.reward, -episode.macs) > (self.best.reward, -self.best.macs)
+        return replace(self, next_episode=episode.index + 1, best=episode if better else self.best,
+                       history=self.history + ((episode.reward, episode.accuracy, episode.macs),)), better
+
+
+#: Called after every episode with ``(episode, new state, candidate, is_best)``.
+OnEpisode = Callable[[Episode, SearchState, Any, bool], None]
+
+
+def episode_rng(seed: int, index: int) -> np.random.Generator:
+    """The generator of episode ``index`` of a run seeded with ``seed``."""
+    return np.random.default_rng((seed, index))
+
+
+def _run(env: CompressionEnv[Any], state: SearchState, actions: np.ndarray,
+         on_episode: OnEpisode | None) -> SearchState:
+    env.episodes = state.next_episode
+    episode, candidate = env.evaluate_with_candidate(actions.tolist())
+    state, better = state.record(episode)
+    if on_episode is not None:
+        on_episode(episode, state, candidate, better)
+    return state
+
+
+def uniform_search(env: CompressionEnv[Any], *, seed: int = 0, on_episode: OnEpisode | None = None) -> SearchState:
+    """One episode: the same ratio in every group, rescaled to the target."""
+    actions = np.full(len(env.space), min(env.target, env.space.max_ratio))
+    return _run(env, SearchState(agent="uniform", seed=seed), actions, on_episode)
+
+
+def random_search(env: CompressionEnv[Any], episodes: int, *, seed: int, state: SearchState | None = None,
+                  on_episode: OnEpisode | None = None) -> SearchState:
+    """``episodes`` random action vectors (uniform in ``[0, max_ratio]``), rescaled; best by reward.
+
+    Args:
+        env: The environment.
+        episodes: Total episodes of the run (a resumed run does only the rest).
+        seed: Seed of the run.
+        state: A checkpointed state to resume from.
+        on_episode: Progress / checkpoint callback.
+    """
+    if episodes < 1:
+        raise PlanError(f"--episodes {episodes}: give 1 or more")
+    state = state or SearchState(agent="random", seed=seed)
+    for index in range(state.next_episode, episodes):
+        actions = episode_rng(seed, index).uniform(0.0, env.space.max_ratio, len(env.space))
+        state = _run(env, state, actions, on_episode)
+    return state

@@ -1,0 +1,179 @@
+"""The compression environment: one decision per prunable group, AMC's handcrafted state.
+
+An episode visits the prunable groups in topological order (``reset`` then one ``step`` per
+group), or takes one action vector at once (:meth:`CompressionEnv.evaluate`, GNN-RL style).
+At the end the actions are rescaled to the target (:func:`~onnxprune.search.rescale.rescale`),
+the candidate is built with the ``apply`` callable, scored with ``score`` and rewarded.
+
+State per group (He et al., AMC): ``(t, n, c, h, w, stride, k, FLOPs(t), reduced, rest, a_{t-1})``
+where ``n``/``c`` are the output/input channels of the group's first producer, ``h``/``w`` its
+input's spatial size, ``FLOPs(t)`` the MACs touching the group, ``reduced`` the MACs already
+removed by earlier decisions (``sum_{i<t} FLOPs(i) a_i``), ``rest`` the MACs of later groups,
+and ``a_{t-1}`` the previous action. Each column is divided by its maximum over the groups.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+from onnxprune.analyze.cost import group_shares
+from onnxprune.errors import PlanError
+from onnxprune.plan import Plan
+from onnxprune.search.rescale import rescale
+from onnxprune.search.reward import RewardFn, r_err
+from onnxprune.search.space import SearchSpace
+
+logger = logging.getLogger(__name__)
+
+Candidate = TypeVar("Candidate")
+STATE_FEATURES: tuple[str, ...] = ("t", "n", "c", "h", "w", "stride", "k", "flops", "reduced", "rest", "a_prev")
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One evaluated candidate.
+
+    Attributes:
+        index: Episode number (0-based).
+        requested: Actions the agent asked for.
+        actions: Actions after rescaling to the target (fractions removed).
+        keeps: Units kept per group.
+        plan: The plan built from ``keeps``.
+        macs: MACs of the candidate.
+        params: Parameters of the candidate.
+        accuracy: Validation top-1 in ``[0, 1]``, or ``None`` without data.
+        reward: The reward (0 without data).
+    """
+
+    index: int
+    requested: tuple[float, ...]
+    actions: tuple[float, ...]
+    keeps: tuple[int, ...]
+    plan: Plan
+    macs: int
+    params: int
+    accuracy: float | None
+    reward: float
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {"index": self.index, "requested": list(self.requested), "actions": list(self.actions),
+                "keeps": list(self.keeps), "plan": self.plan.to_json(), "macs": self.macs,
+                "params": self.params, "accuracy": self.accuracy, "reward": self.reward}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Episode:
+        """Inverse of :meth:`to_json`."""
+        return cls(index=int(obj["index"]), requested=tuple(obj["requested"]), actions=tuple(obj["actions"]),
+                   keeps=tuple(int(k) for k in obj["keeps"]), plan=Plan.from_json(obj["plan"]),
+                   macs=int(obj["macs"]), params=int(obj["params"]), accuracy=obj["accuracy"],
+                   reward=float(obj["reward"]))
+
+
+def _conv_facts(space: SearchSpace, gid: int) -> tuple[float, float, float, float, float, float]:
+    """``(n, c, h, w, stride, k)`` of the first Conv/Gemm producer of group ``gid``."""
+    model = space.analysis.model
+    nodes = {n.name: n for n in model.proto.graph.node}
+    group = space.analysis.groups[gid]
+    for name in group.producers:
+        node = nodes.get(name)
+        if node is None or node.op_type not in ("Conv", "Gemm", "MatMul", "ConvTranspose"):
+            continue
+        weight = model.shapes.get(node.input[1]) or ()
+        x = model.shapes.get(node.input[0]) or ()
+        spatial = [d or 1 for d in x[2:]] if node.op_type.startswith("Conv") else [1, 1]
+        strides = next((list(a.ints) for a in node.attribute if a.name == "strides"), [1])
+        kernel = [d or 1 for d in weight[2:]] or [1]
+        h, w = (spatial + [1, 1])[:2]
+        c = float(weight[1] if len(weight) > 1 and weight[1] else 1)
+        return float(group.size), c, float(h), float(w), float(max(strides or [1])), float(max(kernel))
+    return float(group.size), 1.0, 1.0, 1.0, 1.0, 1.0
+
+
+def static_features(space: SearchSpace) -> np.ndarray:
+    """``[G, 8]``: ``t, n, c, h, w, stride, k, FLOPs(t)`` per group (unnormalized)."""
+    shares = group_shares(space.analysis)
+    rows = [(float(t), *_conv_facts(space, gid), float(shares[gid][0])) for t, gid in enumerate(space.group_ids)]
+    return np.asarray(rows, dtype=np.float64)
+
+
+class CompressionEnv(Generic[Candidate]):
+    """Episodes of per-group actions ending in a scored, rescaled candidate."""
+
+    def __init__(self, space: SearchSpace, *, target: float, metric: str,
+                 apply: Callable[[Plan], Candidate], score: Callable[[Candidate], float] | None,
+                 reward: RewardFn = r_err) -> None:
+        """Set up the environment.
+
+        Args:
+            space: Groups, rounding and the exact cost model.
+            target: Fraction of ``metric`` to remove.
+            metric: ``macs`` or ``params``.
+            apply: Builds the candidate model of a plan (e.g. rewrite, plus reconstruction).
+            score: Validation top-1 of a candidate in ``[0, 1]``; ``None`` for data-free runs.
+            reward: Reward of ``(error, macs, params)``.
+        """
+        self.space, self.target, self.metric = space, target, metric
+        self.apply, self.score, self.reward = apply, score, reward
+        self.features = static_features(space)
+        self.scale = np.maximum(np.abs(self.features).max(axis=0), 1e-12)
+        self.flops = self.features[:, 7]
+        self.episodes = 0
+        self._actions: list[float] = []
+
+    @property
+    def state_dim(self) -> int:
+        """Length of a state vector."""
+        return len(STATE_FEATURES)
+
+    def state(self, t: int, actions: Sequence[float]) -> np.ndarray:
+        """Normalized AMC state of group ``t`` given the earlier actions."""
+        total = max(float(self.flops.sum()), 1.0)
+        reduced = float(np.dot(self.flops[:t], np.asarray(actions[:t], dtype=np.float64))) / total
+        rest = float(self.flops[t + 1:].sum()) / total
+        prev = float(actions[t - 1]) if t > 0 else 0.0
+        return np.concatenate([self.features[t] / self.scale, [reduced, rest, prev]]).astype(np.float32)
+
+    def reset(self) -> np.ndarray:
+        """Start an episode; returns the first group's state."""
+        self._actions = []
+        return self.state(0, [])
+
+    def step(self, action: float) -> tuple[np.ndarray | None, Episode | None]:
+        """Take the action of the current group.
+
+        Returns:
+            ``(next state, None)`` mid-episode; ``(None, episode)`` after the last group.
+        """
+        if len(self._actions) >= len(self.space):
+            raise PlanError("the episode is over; call reset() first")
+        self._actions.append(float(np.clip(action, 0.0, self.space.max_ratio)))
+        t = len(self._actions)
+        if t < len(self.space):
+            return self.state(t, self._actions), None
+        return None, self.evaluate(self._actions)
+
+    def evaluate(self, actions: Sequence[float]) -> Episode:
+        """Rescale ``actions`` to the target, build and score the candidate (one whole episode)."""
+        episode, _ = self.evaluate_with_candidate(actions)
+        return episode
+
+    def evaluate_with_candidate(self, actions: Sequence[float]) -> tuple[Episode, Candidate]:
+        """As :meth:`evaluate`, also returning the candidate (to save the best one)."""
+        fitted = rescale(self.space, actions, self.target, metric=self.metric)
+        plan = self.space.plan(fitted.keeps)
+        cost = self.space.plan_cost(plan)
+        candidate = self.apply(plan)
+        accuracy = self.score(candidate) if self.score is not None else None
+        reward = self.reward(1.0 - accuracy, cost.macs, cost.params) if accuracy is not None else 0.0
+        episode = Episode(index=self.episodes, requested=tuple(float(a) for a in actions),
+                          actions=fitted.actions, keeps=fitted.keeps, plan=plan, macs=cost.macs,
+                          params=cost.params, accuracy=accuracy, reward=reward)
+        self.episodes += 1
+        logger.info("episode %d: reward %.4f, %s MACs", episode.index, reward, f"{cost.macs:,}")
+        return episode, candidate
