@@ -5,8 +5,7 @@ made by ``tools/train_digits.py``) and the data ships inside scikit-learn. Steps
 the ``onnxprune`` CLI (the commands are printed as they run):
 
 1. write the digits test split to ``build/digits_test.npz`` (uint8 pixels 0..16 and labels);
-2. ``onnxprune prune models/digits_cnn.onnx --ratio 0.5 -o build/digits_pruned.onnx``
-   (``onnxprune compress`` replaces this step once the search lands);
+2. ``onnxprune compress models/digits_cnn.onnx --target 0.5 --agent random --episodes 8 ...``
 3. ``onnxprune eval`` on the original, and on the pruned model with ``--baseline`` (fidelity);
 4. ``onnxprune bench`` of the pruned model against the original (alternating runs);
 5. a before/after table: accuracy, MACs, params, size on disk, latency.
@@ -38,8 +37,11 @@ from onnxprune.io import write_bytes_atomic  # noqa: E402
 
 BUILD = ROOT / "build"
 DATA = BUILD / "digits_test.npz"
-#: The compress step of the demo. Until `onnxprune compress` exists this is plain pruning.
-PRUNE_ARGS = ("prune", "models/digits_cnn.onnx", "--ratio", "0.5", "-o", "build/digits_pruned.onnx")
+VAL = BUILD / "digits_val.npz"
+#: The compress step of the demo: random search scored on training digits (never the test split).
+PRUNE_ARGS = ("compress", "models/digits_cnn.onnx", "--target", "0.5", "--agent", "random", "--episodes", "8",
+              "--data", "build/digits_val.npz", "--scale", f"{PIXEL_SCALE:g}", "--layout", "nchw",
+              "-o", "build/digits_pruned.onnx")
 EVAL_ARGS = ("--data", "build/digits_test.npz", "--scale", f"{PIXEL_SCALE:g}", "--layout", "nchw")
 BENCH_ARGS = ("--batch", "1,64", "--runs", "100")
 
@@ -65,6 +67,9 @@ def write_test_split() -> int:
     buffer = io.BytesIO()
     np.savez(buffer, images=split.test_images, labels=split.test_labels)
     write_bytes_atomic(DATA, buffer.getvalue())
+    buffer = io.BytesIO()
+    np.savez(buffer, images=split.train_images[:500], labels=split.train_labels[:500])
+    write_bytes_atomic(VAL, buffer.getvalue())
     return len(split.test_labels)
 
 
@@ -109,11 +114,11 @@ def main() -> int:
     console = Console()
     os.chdir(ROOT)  # the printed commands use paths relative to the repo root
     console.print(f"wrote {write_test_split()} test digits to {DATA.relative_to(ROOT)}")
-    pruned = importlib.util.find_spec("onnxprune.commands.prune") is not None
+    pruned = importlib.util.find_spec("onnxprune.commands.compress") is not None
     if pruned:
         run(console, *PRUNE_ARGS)
     else:
-        console.print("[yellow]notice: `onnxprune prune` is not available in this build yet; the demo "
+        console.print("[yellow]notice: `onnxprune compress` is not available in this build yet; the demo "
                       "scores and times the original model only[/yellow]")
     run(console, "eval", "models/digits_cnn.onnx", *EVAL_ARGS, "--json", "build/eval_original.json")
     before, after = read_json(BUILD / "eval_original.json"), None

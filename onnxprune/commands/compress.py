@@ -53,6 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--reward", choices=sorted(REWARDS), default="err", help="AGMC reward (default err)")
     parser.add_argument("--data", type=Path, metavar="PATH", help="labelled validation .npz or image folder")
     parser.add_argument("--preprocess", choices=sorted(PRESETS), default=None, help="preset for --data")
+    parser.add_argument("--scale", type=float, help="divide raw values by this (overrides the preset)")
+    parser.add_argument("--layout", choices=("nchw", "nhwc"), help="the model input's layout")
     parser.add_argument("--val-split", type=int, metavar="N", help="score candidates on a seeded subset of N")
     parser.add_argument("--resume", action="store_true", help="continue from <output>.search.json")
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="ONNX Runtime intra-op threads")
@@ -64,7 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _data(args: argparse.Namespace) -> Any:
     if args.data is None:
         return None
-    ns = argparse.Namespace(preprocess=args.preprocess, scale=None, mean=None, std=None, layout=None, dtype=None,
+    ns = argparse.Namespace(preprocess=args.preprocess, scale=args.scale, mean=None, std=None, layout=args.layout,
+                            dtype=None,
                             data=args.data, data_module=None, val_split=args.val_split, seed=args.seed)
     return data_spec(ns)
 
