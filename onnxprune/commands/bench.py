@@ -52,11 +52,17 @@ def parse_batches(text: str) -> tuple[int, ...]:
     return batches
 
 
-def _table(result: BenchResult, has_baseline: bool) -> Table:
-    memory = f"session memory {result.memory_mb:.1f} MiB"
+def _footer(result: BenchResult) -> str:
+    text = f"{run_caption(result.run)}\nsession memory {result.memory_mb:.1f} MiB"
     if result.baseline_memory_mb is not None:
-        memory += f" (baseline {result.baseline_memory_mb:.1f} MiB)"
-    table = Table(title="onnxprune bench: latency in ms", caption=f"{run_caption(result.run)}; {memory}")
+        text += f" (baseline {result.baseline_memory_mb:.1f} MiB)"
+    if result.load_average is not None:
+        text += "; host load average {:.2f} -> {:.2f}".format(*result.load_average)
+    return text
+
+
+def _table(result: BenchResult, has_baseline: bool) -> Table:
+    table = Table(title="onnxprune bench: latency in ms")
     names = ["batch", "median", "p90"]
     if has_baseline:
         names += ["baseline median", "baseline p90", "ratio"]
@@ -88,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
                                   profile_top=args.profile)
     console = Console()
     console.print(_table(result, args.baseline is not None))
+    console.print(_footer(result), highlight=False)
     if result.profile is not None:
         console.print(_profile_table(result))
     if args.json is not None:

@@ -69,7 +69,7 @@ def _pct(value: float | None) -> str:
 
 
 def _table(result: EvalResult, costs: tuple[CostReport, CostReport | None], has_baseline: bool) -> Table:
-    table = Table(title=f"onnxprune eval: {result.samples} samples", caption=run_caption(result.run))
+    table = Table(title=f"onnxprune eval: {result.samples} samples")
     table.add_column("metric")
     table.add_column("model", justify="right")
     if has_baseline:
@@ -106,7 +106,9 @@ def run(args: argparse.Namespace) -> int:
                                          batch_size=args.batch_size, on_batch=advance)
     costs = (pipeline.model_cost(args.model),
              pipeline.model_cost(args.baseline) if args.baseline is not None else None)
-    Console().print(_table(result, costs, args.baseline is not None))
+    console = Console()
+    console.print(_table(result, costs, args.baseline is not None))
+    console.print(run_caption(result.run), highlight=False)
     if args.json is not None:
         payload = {"command": "eval", "model": str(args.model),
                    "baseline": None if args.baseline is None else str(args.baseline),

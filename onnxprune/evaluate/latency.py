@@ -230,6 +230,8 @@ class BenchResult:
         profile: Top op types by kernel time (``None`` unless profiling was asked for).
         warmup: Warm-up runs per session and batch size.
         run: Where it ran.
+        load_average: The host's 1-minute load average before and after timing (``None`` where the
+            OS does not report it): other work on the machine shifts every latency figure.
     """
 
     rows: tuple[LatencyRow, ...]
@@ -238,6 +240,7 @@ class BenchResult:
     profile: tuple[OpTime, ...] | None
     warmup: int
     run: RunInfo
+    load_average: tuple[float, float] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
@@ -264,6 +267,7 @@ def bench(runtime: Runtime, model: ModelSource, baseline: ModelSource | None, ba
     if not batches or min(batches) < 1:
         raise DataError(f"--batch {','.join(map(str, batches))}: give positive batch sizes, e.g. 1,64")
     largest = max(batches)
+    load_before = _load_average()
     session, memory = session_memory(runtime, model, largest, rng)
     base_session, base_memory = None, None
     if baseline is not None:
@@ -273,5 +277,14 @@ def bench(runtime: Runtime, model: ModelSource, baseline: ModelSource | None, ba
     if profile_top is not None:
         profile = profile_ops(runtime, model, random_feeds(session.inputs, largest, rng),
                               runs=max(runs // 4, 3), top=profile_top)
+    load_after = _load_average()
+    load = (load_before, load_after) if load_before is not None and load_after is not None else None
     return BenchResult(rows=rows, memory_mb=memory, baseline_memory_mb=base_memory, profile=profile,
-                       warmup=warmup, run=session.info)
+                       warmup=warmup, run=session.info, load_average=load)
+
+
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
