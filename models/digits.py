@@ -19,32 +19,42 @@ logger = logging.getLogger(__name__)
 
 #: Raw digits pixels are 0..16; the model sees ``pixels / PIXEL_SCALE``.
 PIXEL_SCALE = 16.0
-#: Fraction of the 1,797 digits held out as the test split (stratified, seed below).
+#: Fractions of the 1,797 digits held out as the test and the validation split (stratified).
 TEST_FRACTION = 0.2
+VAL_FRACTION = 0.2
 SPLIT_SEED = 0
 
 
 @dataclass(frozen=True)
 class DigitsSplit:
-    """The fixed train/test split: uint8 images ``(N, 8, 8)`` (0..16) and int64 labels."""
+    """The fixed train/val/test split: uint8 images ``(N, 8, 8)`` (0..16) and int64 labels.
+
+    The model is trained on ``train`` only; ``val`` is for search rewards (never trained on),
+    ``test`` for the final numbers (never seen by a search).
+    """
 
     train_images: np.ndarray
     train_labels: np.ndarray
+    val_images: np.ndarray
+    val_labels: np.ndarray
     test_images: np.ndarray
     test_labels: np.ndarray
 
 
 def digits_split() -> DigitsSplit:
-    """Return scikit-learn's digits as a fixed, stratified 80/20 train/test split."""
+    """Return scikit-learn's digits as a fixed, stratified 60/20/20 train/val/test split."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()
     images = digits.images.astype(np.uint8)
     labels = digits.target.astype(np.int64)
-    x_train, x_test, y_train, y_test = train_test_split(
+    x_rest, x_test, y_rest, y_test = train_test_split(
         images, labels, test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=labels)
-    return DigitsSplit(np.ascontiguousarray(x_train), y_train, np.ascontiguousarray(x_test), y_test)
+    x_train, x_val, y_train, y_val = train_test_split(
+        x_rest, y_rest, test_size=VAL_FRACTION / (1 - TEST_FRACTION), random_state=SPLIT_SEED, stratify=y_rest)
+    c = np.ascontiguousarray
+    return DigitsSplit(c(x_train), y_train, c(x_val), y_val, c(x_test), y_test)
 
 
 def to_input(images: np.ndarray) -> torch.Tensor:

@@ -4,10 +4,14 @@ Runs on a fresh machine with no ``../shared``: the model is committed (``models/
 made by ``tools/train_digits.py``) and the data ships inside scikit-learn. Steps, each through
 the ``onnxprune`` CLI (the commands are printed as they run):
 
-1. write the digits test split to ``build/digits_test.npz`` (uint8 pixels 0..16 and labels);
-2. ``onnxprune compress models/digits_cnn.onnx --target 0.5 --agent random --episodes 8 ...``
-3. ``onnxprune eval`` on the original, and on the pruned model with ``--baseline`` (fidelity);
-4. ``onnxprune bench`` of the pruned model against the original (alternating runs);
+1. write the digits validation and test splits to ``build/digits_{val,test}.npz`` (uint8
+   pixels 0..16 and labels; the model was trained on the third, train split);
+2. ``onnxprune compress models/digits_cnn.onnx --target 0.5 --data build/digits_val.npz ...``
+   (the search scores candidates on the validation split only), or, in a build without
+   ``compress``, ``onnxprune prune --ratio 0.5``;
+3. ``onnxprune eval`` on the test split: the original, and the compressed model with
+   ``--baseline`` (fidelity);
+4. ``onnxprune bench`` of the compressed model against the original (alternating runs);
 5. a before/after table: accuracy, MACs, params, size on disk, latency.
 """
 
@@ -36,13 +40,11 @@ from onnxprune.cli import main as onnxprune  # noqa: E402
 from onnxprune.io import write_bytes_atomic  # noqa: E402
 
 BUILD = ROOT / "build"
-DATA = BUILD / "digits_test.npz"
-VAL = BUILD / "digits_val.npz"
-#: The compress step of the demo: random search scored on training digits (never the test split).
-PRUNE_ARGS = ("compress", "models/digits_cnn.onnx", "--target", "0.5", "--agent", "random", "--episodes", "8",
-              "--data", "build/digits_val.npz", "--scale", f"{PIXEL_SCALE:g}", "--layout", "nchw",
-              "-o", "build/digits_pruned.onnx")
-EVAL_ARGS = ("--data", "build/digits_test.npz", "--scale", f"{PIXEL_SCALE:g}", "--layout", "nchw")
+PIXELS = ("--scale", f"{PIXEL_SCALE:g}", "--layout", "nchw")  # raw 0..16 pixels -> the model's input
+COMPRESS_ARGS = ("compress", "models/digits_cnn.onnx", "--target", "0.5", "--data", "build/digits_val.npz",
+                 *PIXELS, "--episodes", "60", "--seed", "0", "-o", "build/digits_pruned.onnx")
+PRUNE_ARGS = ("prune", "models/digits_cnn.onnx", "--ratio", "0.5", "-o", "build/digits_pruned.onnx")
+EVAL_ARGS = ("--data", "build/digits_test.npz", *PIXELS)
 BENCH_ARGS = ("--batch", "1,64", "--runs", "100")
 
 
@@ -60,17 +62,24 @@ def read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def write_test_split() -> int:
-    """Write the digits test split to build/digits_test.npz; return its size."""
+def write_splits() -> tuple[int, int]:
+    """Write the validation and test splits as raw pixels; return their sizes."""
     split = digits_split()
     BUILD.mkdir(exist_ok=True)
-    buffer = io.BytesIO()
-    np.savez(buffer, images=split.test_images, labels=split.test_labels)
-    write_bytes_atomic(DATA, buffer.getvalue())
-    buffer = io.BytesIO()
-    np.savez(buffer, images=split.train_images[:500], labels=split.train_labels[:500])
-    write_bytes_atomic(VAL, buffer.getvalue())
-    return len(split.test_labels)
+    for name, images, labels in (("val", split.val_images, split.val_labels),
+                                 ("test", split.test_images, split.test_labels)):
+        buffer = io.BytesIO()
+        np.savez(buffer, images=images, labels=labels)
+        write_bytes_atomic(BUILD / f"digits_{name}.npz", buffer.getvalue())
+    return len(split.val_labels), len(split.test_labels)
+
+
+def compress_step() -> tuple[str, ...] | None:
+    """The CLI arguments of the compression step this build supports (None: neither command)."""
+    for name, args in (("compress", COMPRESS_ARGS), ("prune", PRUNE_ARGS)):
+        if importlib.util.find_spec(f"onnxprune.commands.{name}") is not None:
+            return args
+    return None
 
 
 def _ratio(before: float, after: float) -> str:
@@ -78,12 +87,12 @@ def _ratio(before: float, after: float) -> str:
 
 
 def summary(before: dict[str, Any], after: dict[str, Any] | None, bench: dict[str, Any]) -> Table:
-    """The before/after table (the "pruned" column is empty when pruning was skipped)."""
+    """The before/after table (the "compressed" column is empty when compression was skipped)."""
     run_info = bench["run"]
     table = Table(title="digits CNN: before / after",
                   caption=f"latency: {run_info['provider']}, {run_info['cpu']}, {run_info['threads']} threads, "
-                          f"median of {bench['runs']} runs alternating original and pruned")
-    for name in ("", "original", "pruned", "after / before"):
+                          f"median of {bench['runs']} runs alternating original and compressed")
+    for name in ("", "original", "compressed", "after / before"):
         table.add_column(name, justify="right" if name else "left")
     top1 = before["accuracy"]["top1"]
     if after is None:
@@ -113,13 +122,15 @@ def main() -> int:
     start = time.perf_counter()
     console = Console()
     os.chdir(ROOT)  # the printed commands use paths relative to the repo root
-    console.print(f"wrote {write_test_split()} test digits to {DATA.relative_to(ROOT)}")
-    pruned = importlib.util.find_spec("onnxprune.commands.compress") is not None
-    if pruned:
-        run(console, *PRUNE_ARGS)
+    val, test = write_splits()
+    console.print(f"wrote {val} validation and {test} test digits to build/digits_val.npz, build/digits_test.npz")
+    step = compress_step()
+    if step is not None:
+        run(console, *step)
     else:
-        console.print("[yellow]notice: `onnxprune compress` is not available in this build yet; the demo "
-                      "scores and times the original model only[/yellow]")
+        console.print("[yellow]notice: neither `onnxprune compress` nor `onnxprune prune` is in this build; "
+                      "the demo scores and times the original model only[/yellow]")
+    pruned = step is not None
     run(console, "eval", "models/digits_cnn.onnx", *EVAL_ARGS, "--json", "build/eval_original.json")
     before, after = read_json(BUILD / "eval_original.json"), None
     if pruned:

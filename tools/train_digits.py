@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     onnx.checker.check_model(proto)
     print(f"trained on {len(split.train_labels)} digits in {time.perf_counter() - start:.1f} s: "
+          f"val top-1 {accuracy(model, split.val_images, split.val_labels):.2f} % on {len(split.val_labels)}, "
           f"test top-1 {accuracy(model, split.test_images, split.test_labels):.2f} % "
           f"on {len(split.test_labels)} digits; wrote {args.output} ({args.output.stat().st_size:,} B, "
           f"{len(ops)} nodes, {bn} BatchNormalization)")
