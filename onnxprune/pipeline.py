@@ -21,7 +21,7 @@ from onnxprune.analyze import cost as analyze_cost
 from onnxprune.analyze.cost import group_shares
 from onnxprune.analyze.importance import consumer_inputs, importance
 from onnxprune.compressing import AGENTS, compress_file  # noqa: F401 - the compress stage's entry
-from onnxprune.errors import DataError, OutputError
+from onnxprune.errors import DataError, OnnxPruneError, OutputError
 from onnxprune.io import save_model
 from onnxprune.load import load, normalize
 from onnxprune.plan import Plan, keep_count, ratio_plan
@@ -55,10 +55,11 @@ def evaluate_model(model: str | os.PathLike[str], data: DataSpec, *, runtime: Ru
 
 def bench_model(model: str | os.PathLike[str], *, runtime: Runtime, baseline: str | os.PathLike[str] | None = None,
                 batches: Sequence[int] = (1,), warmup: int = 10, runs: int = 50, seed: int = 0,
-                profile_top: int | None = None) -> BenchResult:
+                profile_top: int | None = None,
+                on_row: Callable[[int, int | None], None] | None = None) -> BenchResult:
     """Time ``model`` against ``baseline`` in this process, alternating runs (see ``evaluate.latency``)."""
     return bench(runtime, model, baseline, batches, warmup=warmup, runs=runs,
-                 rng=np.random.default_rng(seed), profile_top=profile_top)
+                 rng=np.random.default_rng(seed), profile_top=profile_top, on_row=on_row)
 
 
 def model_cost(model: str | os.PathLike[str], bits: Mapping[str, tuple[int, int]] | None = None) -> CostReport:
@@ -68,8 +69,13 @@ def model_cost(model: str | os.PathLike[str], bits: Mapping[str, tuple[int, int]
         model: The ONNX file.
         bits: Node name -> (weight bits, activation bits) for BOPs; other layers count 32 x 32.
     """
-    counts = analyze_cost.model_cost(load(model), bits)
-    return CostReport(bytes_on_disk=disk_bytes(model), macs=counts.macs, params=counts.params, bops=counts.bops)
+    size = disk_bytes(model)
+    try:
+        counts = analyze_cost.model_cost(load(model), bits)
+    except OnnxPruneError as exc:  # ORT may run what the analyzer cannot read: keep the size
+        logger.warning("no MACs/params for %s: %s", model, exc)
+        return CostReport(bytes_on_disk=size)
+    return CostReport(bytes_on_disk=size, macs=counts.macs, params=counts.params, bops=counts.bops)
 
 
 # ---- analyze / prune -----------------------------------------------------------------------

@@ -41,11 +41,13 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int | None], None]
         A callback ``(advance, total)`` to call after each unit of work.
     """
     console = Console(stderr=True)
+    # auto_refresh=False: no refresh thread competing with the work being measured.
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True, disable=not console.is_terminal) as progress:
+                  console=console, transient=True, auto_refresh=False,
+                  disable=not console.is_terminal) as progress:
         task = progress.add_task(description, total=None)
 
         def advance(count: int, total: int | None) -> None:
-            progress.update(task, advance=count, total=total)
+            progress.update(task, advance=count, total=total, refresh=True)
 
         yield advance

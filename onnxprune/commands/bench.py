@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from onnxprune import pipeline
-from onnxprune.commands._runtime_options import add_runtime_options, run_caption, runtime_from
+from onnxprune.commands._runtime_options import add_runtime_options, progress_bar, run_caption, runtime_from
 from onnxprune.errors import DataError
 from onnxprune.evaluate import BenchResult
 from onnxprune.io import write_json_atomic
@@ -89,9 +89,10 @@ def run(args: argparse.Namespace) -> int:
     """Time the model (and baseline) and print (and optionally save) the results."""
     batches = parse_batches(args.batch)
     runtime = runtime_from(args)
-    result = pipeline.bench_model(args.model, runtime=runtime, baseline=args.baseline, batches=batches,
-                                  warmup=args.warmup, runs=args.runs, seed=args.seed,
-                                  profile_top=args.profile)
+    with progress_bar("timing batch sizes") as advance:
+        result = pipeline.bench_model(args.model, runtime=runtime, baseline=args.baseline, batches=batches,
+                                      warmup=args.warmup, runs=args.runs, seed=args.seed,
+                                      profile_top=args.profile, on_row=advance)
     console = Console()
     console.print(_table(result, args.baseline is not None))
     console.print(_footer(result), highlight=False)

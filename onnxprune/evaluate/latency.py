@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -248,7 +248,8 @@ class BenchResult:
 
 
 def bench(runtime: Runtime, model: ModelSource, baseline: ModelSource | None, batches: Sequence[int], *,
-          warmup: int, runs: int, rng: np.random.Generator, profile_top: int | None = None) -> BenchResult:
+          warmup: int, runs: int, rng: np.random.Generator, profile_top: int | None = None,
+          on_row: Callable[[int, int | None], None] | None = None) -> BenchResult:
     """Measure ``model`` against ``baseline`` at each batch size, alternating runs.
 
     Args:
@@ -260,6 +261,7 @@ def bench(runtime: Runtime, model: ModelSource, baseline: ModelSource | None, ba
         runs: Timed runs per session and batch size.
         rng: Source of the random inputs.
         profile_top: Profile the model and keep this many op types (``None``: no profiling).
+        on_row: Called with ``(1, number of batch sizes)`` after each batch size (progress display).
 
     Raises:
         DataError: no batch sizes, a non-positive one, or one a fixed-batch model cannot take.
@@ -272,14 +274,18 @@ def bench(runtime: Runtime, model: ModelSource, baseline: ModelSource | None, ba
     base_session, base_memory = None, None
     if baseline is not None:
         base_session, base_memory = session_memory(runtime, baseline, largest, rng)
-    rows = tuple(measure(session, base_session, b, warmup=warmup, runs=runs, rng=rng) for b in batches)
+    rows = []
+    for batch in batches:
+        rows.append(measure(session, base_session, batch, warmup=warmup, runs=runs, rng=rng))
+        if on_row is not None:
+            on_row(1, len(batches))
     profile = None
     if profile_top is not None:
         profile = profile_ops(runtime, model, random_feeds(session.inputs, largest, rng),
                               runs=max(runs // 4, 3), top=profile_top)
     load_after = _load_average()
     load = (load_before, load_after) if load_before is not None and load_after is not None else None
-    return BenchResult(rows=rows, memory_mb=memory, baseline_memory_mb=base_memory, profile=profile,
+    return BenchResult(rows=tuple(rows), memory_mb=memory, baseline_memory_mb=base_memory, profile=profile,
                        warmup=warmup, run=session.info, load_average=load)
 
 

@@ -16,7 +16,7 @@ import hashlib
 import logging
 import os
 import platform
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -261,8 +261,3 @@ class Runtime:
         if key not in self._sessions:
             self._sessions[key] = self.create(model)
         return self._sessions[key]
-
-
-def feed_names(session: Session) -> Sequence[str]:
-    """Return the names of the session's graph inputs, in order."""
-    return [i.name for i in session.inputs]
