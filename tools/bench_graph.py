@@ -152,23 +152,24 @@ def _peak_reset() -> bool:
         return False
 
 
-def _peak_mb() -> float:
+def _status_mb(key: str) -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(key + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
 
-def _timed(fn: Callable[[], object], repeats: int = 5) -> tuple[float, float]:
-    """``(median seconds, peak RSS MB)`` of ``fn`` after one warm-up call."""
+def _timed(fn: Callable[[], object], repeats: int = 5) -> dict[str, float]:
+    """Median seconds of ``fn`` after one warm-up call, RSS before and peak RSS while running (MB)."""
     fn()
     _peak_reset()
+    before = _status_mb("VmRSS")
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times), _peak_mb()
+    return {"seconds": statistics.median(times), "rss_before_mb": before, "peak_rss_mb": _status_mb("VmHWM")}
 
 
 def part_large(blocks: int, console: Console) -> dict[str, object]:
@@ -193,8 +194,7 @@ def part_large(blocks: int, console: Console) -> dict[str, object]:
             "flat_data_only": lambda: flat_data(cg)}
     with torch.no_grad():
         for name, fn in runs.items():
-            seconds, peak = _timed(fn)
-            out[name] = {"seconds": seconds, "peak_rss_mb": peak}
+            out[name] = _timed(fn)
     return out
 
 
@@ -218,9 +218,11 @@ def _print(console: Console, sizes: list[dict[str, object]], large: dict[str, ob
                       "(median of 5, forward + input building)")
     big.add_column("encoder")
     big.add_column("seconds", justify="right")
+    big.add_column("RSS before MB", justify="right")
     big.add_column("peak RSS MB", justify="right")
     for name in ("gcn_meanpool", "gcn_diffpool", "mgnn", "flat_data_only"):
-        big.add_row(name, f"{large[name]['seconds']:.3f}", f"{large[name]['peak_rss_mb']:.0f}")
+        r = large[name]
+        big.add_row(name, f"{r['seconds']:.3f}", f"{r['rss_before_mb']:.0f}", f"{r['peak_rss_mb']:.0f}")
     console.print(big)
     console.print(f"one-off: normalize {large['normalize_s']:.1f} s, build graph {large['graph_s']:.1f} s, "
                   f"hierarchy {large['hierarchy_s']:.1f} s ({large['top_nodes']} top-level nodes)")
