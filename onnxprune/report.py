@@ -1,4 +1,4 @@
-"""Pruning results passed from the pipeline to commands and reports (plain data)."""
+"""Reports passed from the pipeline to commands: plain data with ``to_json``."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from rich.table import Table
 from onnxprune import pipeline
 from onnxprune.commands._model_options import add_input_shape_option, parse_input_shapes
 from onnxprune.commands.eval import data_spec
-from onnxprune.compressing import CompressReport
+from onnxprune.pipeline.compressing import CompressReport
 from onnxprune.errors import PlanError
 from onnxprune.evaluate import PRESETS, Runtime
 from onnxprune.io import write_json_atomic

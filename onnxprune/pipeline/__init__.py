@@ -1,0 +1,15 @@
+"""The only place stages meet: load -> analyze -> (embed -> search) -> rewrite -> evaluate -> report.
+
+Commands in ``onnxprune/commands`` call these functions; stages never call each other
+except through the plain dataclasses they return. One module per job keeps files small:
+:mod:`.evaluating` (eval, bench, cost), :mod:`.pruning` (analyze, prune, repair),
+:mod:`.compressing` (policy search and ``compress``).
+"""
+
+from onnxprune.pipeline.compressing import AGENTS, compress_file
+from onnxprune.pipeline.evaluating import bench_model, evaluate_model, model_cost
+from onnxprune.pipeline.pruning import (
+    affected_consumers, analyze_file, calibration_feeds, group_scores, prune_file, repair_pruned)
+
+__all__ = ["AGENTS", "affected_consumers", "analyze_file", "bench_model", "calibration_feeds", "compress_file",
+           "evaluate_model", "group_scores", "model_cost", "prune_file", "repair_pruned"]

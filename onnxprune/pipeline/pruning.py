@@ -1,0 +1,116 @@
+"""Pipeline: analyze and prune (load -> analyze -> importance -> rewrite -> repair -> save)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from onnxprune.analyze import Analysis, analyze
+from onnxprune.analyze import cost as analyze_cost
+from onnxprune.analyze.cost import group_shares
+from onnxprune.analyze.importance import consumer_inputs, importance
+from onnxprune.errors import DataError, OutputError
+from onnxprune.evaluate import DataSpec, Runtime, open_data
+from onnxprune.io import save_model
+from onnxprune.load import load, normalize
+from onnxprune.plan import Plan, keep_count, ratio_plan
+from onnxprune.report import AnalyzeReport, GroupRow, PruneReport
+from onnxprune.rewrite import prune_model
+from onnxprune.rewrite.capture import channel_means
+from onnxprune.rewrite.prune import tensor_masks, unit_mask
+from onnxprune.rewrite.reconstruct import ReconstructOptions, ReconstructReport, repair
+
+logger = logging.getLogger(__name__)
+
+def analyze_file(path: str | os.PathLike[str], *, input_shapes: Mapping[str, Sequence[int]] | None = None
+                 ) -> tuple[Analysis, AnalyzeReport]:
+    """Load and analyze a model file; returns the analysis and its table rows."""
+    model = load(path, input_shapes=input_shapes)
+    analysis = analyze(model)
+    shares = group_shares(analysis)
+    rows = tuple(GroupRow(id=g.id, channels=g.size, unit_width=g.unit_width, macs=shares[g.id][0],
+                          params=shares[g.id][1], producers=len(g.producers), consumers=len(g.consumers),
+                          frozen_reason=g.frozen_reason) for g in analysis.groups)
+    report = AnalyzeReport(model=str(path), cost=analyze_cost.model_cost(model), rows=rows,
+                           links=len(analysis.links))
+    return analysis, report
+
+
+def calibration_feeds(model: str | os.PathLike[str], data: DataSpec, *, threads: int | None = None
+                      ) -> dict[str, np.ndarray]:
+    """Load calibration inputs for ``model`` (``data.val_split`` samples, seeded) into memory."""
+    session = Runtime("cpu", threads).session(model)
+    parts: dict[str, list[np.ndarray]] = {}
+    for batch in open_data(data, session.inputs).batches(1000):
+        for name, value in batch.feeds.items():
+            parts.setdefault(name, []).append(np.asarray(value))
+    return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+def group_scores(analysis: Analysis, criterion: str, feeds: Mapping[str, np.ndarray] | None = None,
+                 threads: int = 2) -> tuple[np.ndarray, ...]:
+    """Per-group unit scores; ``activation`` measures the consumers' inputs on ``feeds``."""
+    means = None
+    if criterion == "activation" and feeds is not None:
+        axes = {t: analysis.labels[t].axis for t in consumer_inputs(analysis)}
+        means = channel_means(analysis.model.proto, feeds, axes, threads=threads)
+    return importance(analysis, criterion, means)
+
+
+def affected_consumers(analysis: Analysis, plan: Plan) -> tuple[str, ...]:
+    """Consumers whose input channels a plan removes (or zeroes, through a linked Pad)."""
+    pruned = {gid for gid, keep in plan.keep.items() if len(keep) < analysis.groups[gid].size}
+    pruned |= {link.out_group for link in analysis.links if link.in_group in pruned}
+    return tuple(sorted({c for gid in pruned for c in analysis.groups[gid].consumers}))
+
+
+def repair_pruned(analysis: Analysis, plan: Plan, pruned: onnx.ModelProto, feeds: Mapping[str, np.ndarray], *,
+                  mode: str = "reconstruct", seed: int = 0, options: ReconstructOptions | None = None,
+                  ) -> tuple[onnx.ModelProto, ReconstructReport]:
+    """Re-fit (``reconstruct``) or bias-correct (``bias``) the layers that lost input channels."""
+    masks = tensor_masks(analysis, unit_mask(analysis, plan))
+    return repair(analysis.model.proto, pruned, affected_consumers(analysis, plan), masks, feeds,
+                  np.random.default_rng(seed), mode=mode, options=options)
+
+
+def prune_file(path: str | os.PathLike[str], output: str | os.PathLike[str], *, ratio: float = 0.0,
+               round_to: int = 1, criterion: str = "l1", plan: Plan | None = None,
+               input_shapes: Mapping[str, Sequence[int]] | None = None, calib: DataSpec | None = None,
+               repair_mode: str | None = None, options: ReconstructOptions | None = None) -> PruneReport:
+    """Prune every prunable group of ``path`` by ``ratio`` (or apply ``plan``) and save to ``output``.
+
+    With ``calib`` (calibration data), ``criterion="activation"`` is measured on it and
+    ``repair_mode`` (``reconstruct`` or ``bias``) repairs the pruned layers. The output is
+    written atomically and never over the input file.
+    """
+    source, target = Path(path).resolve(), Path(output).resolve()
+    if source == target:
+        raise OutputError(f"-o {output} is the input model; choose another output path (the input is never modified)")
+    analysis, _ = analyze_file(source, input_shapes=input_shapes)
+    keep_count(1, ratio, round_to)  # validates ratio / round_to before any work
+    if (repair_mode is not None or criterion == "activation") and calib is None:
+        raise DataError("--reconstruct, --bias-correct and --criterion activation need calibration data; "
+                        "pass --calib FILE.npz")
+    feeds = calibration_feeds(source, calib) if calib is not None else None
+    threads = options.threads if options is not None else 2
+    if plan is None:
+        scores = group_scores(analysis, criterion, feeds, threads)
+        plan = ratio_plan(scores, [g.prunable for g in analysis.groups], ratio, round_to)
+    pruned = prune_model(analysis, plan)
+    fixed = None
+    if repair_mode is not None and feeds is not None:
+        pruned, fixed = repair_pruned(analysis, plan, pruned, feeds, mode=repair_mode, seed=calib.seed,
+                                      options=options)
+    saved = save_model(pruned, target)
+    after_model = normalize(pruned, name=target.name, input_shapes=input_shapes)
+    return PruneReport(source=str(source), output=saved, plan=plan, before=analyze_cost.model_cost(analysis.model),
+                       after=analyze_cost.model_cost(after_model), bytes_before=source.stat().st_size,
+                       bytes_after=saved.stat().st_size, groups_pruned=len(plan.keep),
+                       groups_frozen=sum(1 for g in analysis.groups if g.frozen_reason),
+                       repaired_layers=sum(1 for f in fixed.layers if f.method != "skipped") if fixed else 0,
+                       repair_seconds=fixed.seconds if fixed else 0.0)
