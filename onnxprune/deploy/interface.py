@@ -218,8 +218,9 @@ def _set_versions(original: onnx.ModelProto, model: onnx.ModelProto, opset: int 
 
 def _merge_metadata(original: onnx.ModelProto, model: onnx.ModelProto,
                     extra: Mapping[str, str] | None) -> None:
-    props: dict[str, str] = {p.key: p.value for p in model.metadata_props}
-    props.update({p.key: p.value for p in original.metadata_props})
+    # onnxprune.* props of an earlier run describe that run, not this one: never carried over
+    props: dict[str, str] = {p.key: p.value for p in list(model.metadata_props) + list(original.metadata_props)
+                             if not p.key.startswith(METADATA_PREFIX)}
     ours = {"version": __version__, **{k.removeprefix(METADATA_PREFIX): str(v) for k, v in (extra or {}).items()}}
     props.update({METADATA_PREFIX + k: v for k, v in ours.items()})
     del model.metadata_props[:]

@@ -1,5 +1,9 @@
 """Run a model once in ONNX Runtime on random inputs: the real check behind deploy's claims.
 
+Sessions come from :class:`onnxprune.evaluate.Runtime` and random inputs from
+:func:`onnxprune.evaluate.latency.random_feeds` (the evaluate stage's session and input code);
+this module only adapts them to in-memory models and graph declarations.
+
 Contract:
     requires: an ``onnx.ModelProto`` below the 2 GiB protobuf limit whose graph inputs have a
     static rank; onnxruntime (or onnxruntime-gpu) installed.
@@ -16,29 +20,21 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
 from onnx import helper
 
-from onnxprune.errors import RuntimeUnavailable, UnsupportedInput
+from onnxprune.errors import UnsupportedInput
+from onnxprune.evaluate.latency import random_feeds as spec_feeds
+from onnxprune.evaluate.runtime import CPU_EP, CUDA_EP, TENSORRT_EP, Device, Runtime, TensorSpec, import_ort
 
 logger = logging.getLogger(__name__)
 
-CPU_EP = "CPUExecutionProvider"
-CUDA_EP = "CUDAExecutionProvider"
-TENSORRT_EP = "TensorrtExecutionProvider"
+__all__ = ["CPU_EP", "CUDA_EP", "TENSORRT_EP", "RunResult", "graph_inputs", "import_ort", "input_shape",
+           "max_abs_diff", "output_diff", "random_feeds", "run_ort"]
 
-
-def import_ort() -> Any:
-    """Import onnxruntime or raise :class:`RuntimeUnavailable` with the install command."""
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise RuntimeUnavailable("ONNX Runtime is not installed; run: pip install 'onnxprune[cpu]' "
-                                 "(or 'onnxprune[gpu]' for CUDA)") from exc
-    return onnxruntime
+_DEVICES: Mapping[str, Device] = {CPU_EP: "cpu", CUDA_EP: "cuda", TENSORRT_EP: "tensorrt"}
 
 
 def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
@@ -61,20 +57,13 @@ def input_shape(value: onnx.ValueInfoProto, batch: int) -> tuple[int, ...]:
 
 def random_feeds(model: onnx.ModelProto, rng: np.random.Generator, *, batch: int = 1,
                  shapes: Mapping[str, Sequence[int]] | None = None) -> dict[str, np.ndarray]:
-    """Random inputs for every graph input (floats ~ N(0, 1), integers in [0, 2), bools)."""
+    """Random inputs for every graph input (floats ~ N(0, 1), integers in [0, 2), False bools)."""
     feeds: dict[str, np.ndarray] = {}
     for value in graph_inputs(model):
         shape = tuple(shapes[value.name]) if shapes and value.name in shapes else input_shape(value, batch)
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type))
-        if dtype.kind == "f":
-            feeds[value.name] = rng.standard_normal(shape).astype(dtype)
-        elif dtype.kind == "b":
-            feeds[value.name] = rng.random(shape) < 0.5
-        elif dtype.kind in "iu":
-            feeds[value.name] = rng.integers(0, 2, size=shape).astype(dtype)
-        else:
-            raise UnsupportedInput(f"input '{value.name}' has type {dtype}, which random test inputs "
-                                   "cannot fill; check the model with numeric inputs only")
+        spec = TensorSpec(value.name, shape, dtype)
+        feeds.update(spec_feeds([spec], shape[0] if shape else batch, rng))
     return feeds
 
 
@@ -93,8 +82,8 @@ class RunResult:
     node_providers: Mapping[str, str]
 
 
-def _profile_providers(path: str) -> dict[str, str]:
-    events = json.loads(Path(path).read_text())
+def _profile_providers(path: Path) -> dict[str, str]:
+    events = json.loads(path.read_text())
     found: dict[str, str] = {}
     for event in events:
         args = event.get("args", {})
@@ -112,31 +101,24 @@ def run_ort(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], *, provider
 
     Raises:
         RuntimeUnavailable: ONNX Runtime or the provider is not installed.
-        onnxruntime's own exceptions when the session cannot be built or run (callers report them).
+        InvalidModel: ONNX Runtime cannot load the model.
+        DataError: ONNX Runtime rejects the inputs or fails while running.
     """
-    ort = import_ort()
-    if provider not in ort.get_available_providers():
-        raise RuntimeUnavailable(f"{provider} is not available in this ONNX Runtime; install "
-                                 "'onnxprune[gpu]' on a machine with CUDA")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if not optimize:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if provider not in _DEVICES:
+        raise UnsupportedInput(f"unknown provider {provider!r}; use one of {', '.join(_DEVICES)}")
+    runtime = Runtime(_DEVICES[provider], optimize=optimize)
     with tempfile.TemporaryDirectory(prefix="onnxprune-profile-") as tmp:
-        if profile:
-            options.enable_profiling = True
-            options.profile_file_prefix = str(Path(tmp) / "profile")
-        providers = [provider] if provider == CPU_EP else [provider, CPU_EP]
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=providers)
-        outputs = session.run(None, dict(feeds))
-        node_providers = _profile_providers(session.end_profiling()) if profile else {}
+        session = runtime.create(model, profile_prefix=str(Path(tmp) / "profile") if profile else None)
+        outputs = session.run_raw(feeds)
+        node_providers = _profile_providers(Path(session.inner.end_profiling())) if profile else {}
     return RunResult(outputs=tuple(np.asarray(o) for o in outputs),
-                     providers=tuple(session.get_providers()), node_providers=node_providers)
+                     providers=tuple(session.inner.get_providers()), node_providers=node_providers)
 
 
-def max_abs_diff(a: onnx.ModelProto, b: onnx.ModelProto, rng: np.random.Generator, *, batch: int = 1,
-                 optimize: bool = False) -> float:
-    """Largest absolute output difference of two models with the same interface on random inputs.
+def output_diff(a: onnx.ModelProto, b: onnx.ModelProto, rng: np.random.Generator, *, batch: int = 1,
+                optimize: bool = False) -> tuple[float, float]:
+    """Largest absolute output difference of two models with the same interface on random inputs,
+    and the largest absolute output value of ``a`` (the scale to judge the difference by).
 
     ORT's graph optimizations are off by default so that each graph is computed as written.
     """
@@ -146,6 +128,13 @@ def max_abs_diff(a: onnx.ModelProto, b: onnx.ModelProto, rng: np.random.Generato
     if len(out_a) != len(out_b):
         raise UnsupportedInput(f"models have {len(out_a)} and {len(out_b)} outputs; compare models "
                                "with the same interface")
-    diffs = [float(np.max(np.abs(x.astype(np.float64) - y.astype(np.float64)))) if x.size else 0.0
-             for x, y in zip(out_a, out_b)]
-    return max(diffs, default=0.0)
+    wide = [(x.astype(np.float64), y.astype(np.float64)) for x, y in zip(out_a, out_b) if x.size]
+    diff = max((float(np.max(np.abs(x - y))) for x, y in wide), default=0.0)
+    scale = max((float(np.max(np.abs(x))) for x, _ in wide), default=0.0)
+    return diff, scale
+
+
+def max_abs_diff(a: onnx.ModelProto, b: onnx.ModelProto, rng: np.random.Generator, *, batch: int = 1,
+                 optimize: bool = False) -> float:
+    """Largest absolute output difference of two models with the same interface on random inputs."""
+    return output_diff(a, b, rng, batch=batch, optimize=optimize)[0]

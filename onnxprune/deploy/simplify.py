@@ -22,7 +22,7 @@ from collections import Counter
 
 import onnx
 
-from onnxprune.deploy.runner import import_ort
+from onnxprune.evaluate.runtime import import_ort
 from onnxprune.load import restore_model_fields
 
 logger = logging.getLogger(__name__)

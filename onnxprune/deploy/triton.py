@@ -198,17 +198,33 @@ def _write_tree(model: onnx.ModelProto, options: TritonOptions, config: str, tmp
     return Path(VERSION) / MODEL_FILE
 
 
-def _prepare_repo(repo: Path, target: Path, force: bool) -> None:
+def _check_repo(repo: Path, target: Path, force: bool) -> None:
+    """Raise :class:`OutputError` if ``<repo>/<name>`` cannot be written (writes nothing)."""
     if repo.exists() and not repo.is_dir():
-        raise OutputError(f"{repo} is a file; pass a folder as -o (the model repository)")
-    if not repo.exists():
-        if not repo.parent.is_dir():
-            raise OutputError(f"{repo.parent} does not exist; create it or choose another -o folder")
-        repo.mkdir()
+        raise OutputError(f"{repo} is a file; pass a folder as the model repository")
+    if not repo.exists() and not repo.parent.is_dir():
+        raise OutputError(f"{repo.parent} does not exist; create it or choose another model repository folder")
     if target.exists() and not target.is_dir():
-        raise OutputError(f"{target} exists and is a file; remove it or choose another --name")
+        raise OutputError(f"{target} exists and is a file; remove it or choose another model name")
     if target.is_dir() and any(target.iterdir()) and not force:
-        raise OutputError(f"{target} exists and is not empty; pass --force to replace it or choose another --name")
+        raise OutputError(f"{target} exists and is not empty; pass --force (compress: --triton-force) "
+                          "to replace it, or choose another name")
+
+
+def check_export(model: onnx.ModelProto, repo: str | os.PathLike[str], options: TritonOptions, *,
+                 force: bool = False) -> None:
+    """Everything :func:`export_triton` would refuse, checked without writing anything.
+
+    ``model`` only needs the interface of the model that will be exported (e.g. the original
+    of a compression run), so long runs can fail fast before their work.
+
+    Raises:
+        OutputError: bad name, existing output without ``force``, missing parent folder.
+        UnsupportedInput: the model cannot be described to Triton with these options.
+    """
+    build_config(model, options)
+    repo_dir = Path(repo).resolve()
+    _check_repo(repo_dir, repo_dir / options.name, force)
 
 
 def export_triton(model: onnx.ModelProto, repo: str | os.PathLike[str], options: TritonOptions, *,
@@ -232,7 +248,8 @@ def export_triton(model: onnx.ModelProto, repo: str | os.PathLike[str], options:
     inputs, outputs = tensor_specs(model, options.max_batch)
     repo_dir = Path(repo).resolve()
     target = repo_dir / options.name
-    _prepare_repo(repo_dir, target, force)
+    _check_repo(repo_dir, target, force)
+    repo_dir.mkdir(exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{options.name}.", suffix=".tmp", dir=repo_dir))
     old: Path | None = None
     try:

@@ -71,26 +71,33 @@ class OpTime:
     calls: int
 
 
-def random_feeds(inputs: Sequence[TensorSpec], batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Random inputs for timing: standard normal floats, small non-negative integers, False bools.
+def random_feeds(inputs: Sequence[TensorSpec], batch: int, rng: np.random.Generator, *,
+                 symbolic: int | None = None) -> dict[str, np.ndarray]:
+    """Random inputs: standard normal floats, integers in [0, 2) (valid indices), False bools.
+
+    Args:
+        inputs: The model's inputs; the first dim of each is the batch.
+        batch: The batch size.
+        rng: Source of the values.
+        symbolic: Size for symbolic dims other than the batch; ``None`` refuses them.
 
     Raises:
-        UnsupportedInput: an input has a symbolic dim other than the batch.
+        UnsupportedInput: an input has a symbolic dim other than the batch (and no ``symbolic``).
     """
     feeds: dict[str, np.ndarray] = {}
     for spec in inputs:
-        if any(d is None for d in spec.shape[1:]):
+        if symbolic is None and any(d is None for d in spec.shape[1:]):
             raise UnsupportedInput(f"input '{spec.name}' has symbolic dims {spec.shape}; bench needs static "
                                    "dims other than the batch (re-export with a fixed input size)")
-        shape = (batch, *spec.shape[1:]) if spec.shape else ()
+        shape = (batch, *(symbolic if d is None else d for d in spec.shape[1:])) if spec.shape else ()
         if spec.dtype.kind == "f":
             feeds[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
         elif spec.dtype.kind in "iu":
-            feeds[spec.name] = rng.integers(0, 8, size=shape).astype(spec.dtype)
+            feeds[spec.name] = rng.integers(0, 2, size=shape).astype(spec.dtype)
         elif spec.dtype.kind == "b":
             feeds[spec.name] = np.zeros(shape, dtype=np.bool_)
         else:
-            raise UnsupportedInput(f"input '{spec.name}' has a type bench cannot generate; use a float, "
+            raise UnsupportedInput(f"input '{spec.name}' has a type random inputs cannot fill; use a float, "
                                    "integer or bool input")
     return feeds
 

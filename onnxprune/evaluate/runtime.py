@@ -28,11 +28,12 @@ from onnxprune.errors import DataError, InvalidModel, RuntimeUnavailable
 
 logger = logging.getLogger(__name__)
 
-Device = Literal["auto", "cpu", "cuda"]
+Device = Literal["auto", "cpu", "cuda", "tensorrt"]
 ModelSource = str | os.PathLike[str] | bytes | onnx.ModelProto
 
 CPU_EP = "CPUExecutionProvider"
 CUDA_EP = "CUDAExecutionProvider"
+TENSORRT_EP = "TensorrtExecutionProvider"
 
 #: ORT type strings -> numpy dtypes (the common tensor types).
 _ORT_DTYPES: Mapping[str, np.dtype[Any]] = {
@@ -52,6 +53,12 @@ def import_ort() -> Any:
         raise RuntimeUnavailable("ONNX Runtime is not installed; run: pip install 'onnxprune[cpu]' "
                                  "(or 'onnxprune[gpu]' for CUDA)") from exc
     return onnxruntime
+
+
+def first_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` of an exception, for one-line errors."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def cpu_model() -> str:
@@ -137,8 +144,7 @@ class Session:
         try:
             return self.inner.run(self._output_names, dict(feeds))
         except Exception as exc:  # ORT raises its own Fail/InvalidArgument types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DataError(f"{self.label}: ONNX Runtime rejected the inputs ({first}); "
+            raise DataError(f"{self.label}: ONNX Runtime rejected the inputs ({first_line(exc)}); "
                             "check the data's shape and dtype against the model") from exc
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
@@ -174,6 +180,11 @@ def _providers(ort: Any, device: Device) -> list[str]:
             raise RuntimeUnavailable("--device cuda needs onnxruntime-gpu with CUDA; install "
                                      "'onnxprune[gpu]' or use --device cpu")
         return [CUDA_EP, CPU_EP]
+    if device == "tensorrt":
+        if TENSORRT_EP not in available:
+            raise RuntimeUnavailable("the TensorRT EP is not available in this ONNX Runtime; install "
+                                     "onnxruntime-gpu with TensorRT or use --device cuda")
+        return [TENSORRT_EP] + ([CUDA_EP] if CUDA_EP in available else []) + [CPU_EP]
     if device != "auto":
         raise RuntimeUnavailable(f"unknown device '{device}'; use auto, cpu or cuda")
     return [CUDA_EP, CPU_EP] if CUDA_EP in available else [CPU_EP]
@@ -199,13 +210,15 @@ class Runtime:
     call that should share compiled sessions.
     """
 
-    def __init__(self, device: Device = "auto", threads: int | None = None) -> None:
+    def __init__(self, device: Device = "auto", threads: int | None = None, *, optimize: bool = True) -> None:
         """Resolve providers and threads.
 
         Args:
             device: ``auto`` (CUDA when onnxruntime-gpu and a GPU are present, else CPU),
-                ``cpu`` or ``cuda``.
+                ``cpu``, ``cuda`` or ``tensorrt`` (TensorRT EP, then CUDA, then CPU).
             threads: Intra-op thread count; ``None`` uses every CPU available to the process.
+            optimize: ``False`` disables ORT's graph optimizations, so that each graph runs as
+                written (e.g. to compare two graphs without ORT fusing BatchNorm into Conv).
 
         Raises:
             RuntimeUnavailable: no onnxruntime, or CUDA requested but not installed.
@@ -217,6 +230,7 @@ class Runtime:
         self.device = device
         self.providers = _providers(self.ort, device)
         self.threads = threads if threads is not None else available_cpus()
+        self.optimize = optimize
         self._sessions: dict[tuple[str, Any], Session] = {}
 
     def options(self, *, profile_prefix: str | None = None) -> Any:
@@ -225,6 +239,8 @@ class Runtime:
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        if not self.optimize:
+            opts.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         if profile_prefix is not None:
             opts.enable_profiling = True
             opts.profile_file_prefix = profile_prefix
@@ -243,13 +259,13 @@ class Runtime:
             inner = self.ort.InferenceSession(source, self.options(profile_prefix=profile_prefix),
                                               providers=self.providers)
         except Exception as exc:  # ORT raises Fail/InvalidGraph/NoSuchFile types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InvalidModel(f"{label}: ONNX Runtime cannot load the model ({first}); "
+            raise InvalidModel(f"{label}: ONNX Runtime cannot load the model ({first_line(exc)}); "
                                "check that it is a valid ONNX file") from exc
         used = inner.get_providers()
-        if self.device == "cuda" and CUDA_EP not in used:
-            raise RuntimeUnavailable("--device cuda: ONNX Runtime could not start CUDA (no GPU or "
-                                     "driver?); use --device cpu")
+        wanted = {"cuda": CUDA_EP, "tensorrt": TENSORRT_EP}.get(self.device)
+        if wanted is not None and wanted not in used:
+            raise RuntimeUnavailable(f"--device {self.device}: ONNX Runtime could not start {wanted} (no GPU "
+                                     "or driver?); use --device cpu")
         info = RunInfo(provider=used[0], ort_version=self.ort.__version__, cpu=cpu_model(),
                        threads=self.threads, device=self.device)
         logger.info("session for %s on %s with %d threads", label, info.provider, self.threads)
