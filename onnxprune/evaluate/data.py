@@ -26,7 +26,7 @@ import numpy as np
 
 from onnxprune.errors import DataError, OnnxPruneError
 from onnxprune.evaluate.preprocess import Preprocess, apply, check_numeric
-from onnxprune.evaluate.runtime import TensorSpec
+from onnxprune.evaluate.runtime import TensorSpec, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class HookData:
         except OnnxPruneError:
             raise
         except Exception as exc:
-            raise DataError(f"data hook {self.source} raised {_describe(exc)}; fix the hook") from exc
+            raise DataError(f"data hook {self.source} raised {first_line(exc)}; fix the hook") from exc
         index = 0
         while True:
             try:
@@ -113,18 +113,13 @@ class HookData:
             except OnnxPruneError:
                 raise
             except Exception as exc:
-                raise DataError(f"data hook {self.source} raised {_describe(exc)} at batch {index}; "
+                raise DataError(f"data hook {self.source} raised {first_line(exc)} at batch {index}; "
                                 "fix the hook") from exc
             yield _check_hook_batch(item, self.inputs, self.source, index)
             index += 1
 
 
 Dataset = ArrayData | HookData
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def _check_hook_batch(item: Any, inputs: Sequence[TensorSpec], source: str, index: int) -> Batch:
@@ -207,10 +202,10 @@ def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         if "pickle" in str(exc):
             raise DataError(f"{path.name}: holds pickled Python objects, which onnxprune never loads; "
                             "save plain numeric arrays") from exc
-        raise DataError(f"{path.name}: cannot read the npz ({_describe(exc)}); re-save it with "
+        raise DataError(f"{path.name}: cannot read the npz ({first_line(exc)}); re-save it with "
                         "numpy.savez") from exc
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(f"{path.name}: not a readable .npz file ({_describe(exc)}); re-save it with "
+        raise DataError(f"{path.name}: not a readable .npz file ({first_line(exc)}); re-save it with "
                         "numpy.savez") from exc
     return images, labels
 
@@ -250,7 +245,7 @@ def read_folder(path: Path, target: TensorSpec, layout: str | None) -> tuple[np.
                     img = img.resize(size, Image.BILINEAR)
                 arrays.append(np.asarray(img, dtype=np.uint8))
         except (OSError, UnidentifiedImageError) as exc:
-            raise DataError(f"{file}: not a readable image ({_describe(exc)}); remove or replace it") from exc
+            raise DataError(f"{file}: not a readable image ({first_line(exc)}); remove or replace it") from exc
     if len({a.shape for a in arrays}) > 1:
         raise DataError(f"{path}: images have different sizes and the model's size is not static; "
                         "resize them to one size")
@@ -283,7 +278,7 @@ def load_hook(target: str) -> Callable[[], Any]:
     except OnnxPruneError:
         raise
     except Exception as exc:
-        raise DataError(f"--data-module {target}: importing it raised {_describe(exc)}; fix the module "
+        raise DataError(f"--data-module {target}: importing it raised {first_line(exc)}; fix the module "
                         "or its path") from exc
     function = getattr(module, func_name, None)
     if not callable(function):
