@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +132,18 @@ def test_float_images_in_unit_range_are_not_divided_again() -> None:
     images = raw_images(2).astype(np.float32) / 255
     with pytest.raises(DataError, match="already in \\[0, 1\\]"):
         apply(images, make_preprocess("cifar"), NCHW)
+
+
+def test_hook_module_in_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "evalhook_pkg_for_test").mkdir()
+    (tmp_path / "evalhook_pkg_for_test" / "__init__.py").write_text("")
+    (tmp_path / "evalhook_pkg_for_test" / "feeds.py").write_text(
+        "import numpy as np\n"
+        "def one():\n"
+        "    yield {'input': np.ones((2, 3, 8, 8), np.float32)}, None\n")
+    monkeypatch.chdir(tmp_path)
+    data = open_data(DataSpec(hook="evalhook_pkg_for_test.feeds:one"), [NCHW])
+    batches = list(data.batches(8))
+    assert len(batches) == 1 and batches[0].labels is None
+    assert batches[0].feeds["input"].shape == (2, 3, 8, 8) and float(batches[0].feeds["input"].sum()) == 384.0
+    assert str(tmp_path) not in sys.path  # the working directory was only on the path while importing

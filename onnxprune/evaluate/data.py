@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import sys
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -254,8 +255,21 @@ def read_folder(path: Path, target: TensorSpec, layout: str | None) -> tuple[np.
     return (images if images.ndim == 4 else images[..., None]), np.array([lbl for _, lbl in files], np.int64)
 
 
+def _import_from_cwd(name: str) -> Any:
+    """Import ``name`` with the working directory on the path (as ``python -m`` has), then restore it."""
+    cwd = str(Path.cwd())
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(name)
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+
+
 def load_hook(target: str) -> Callable[[], Any]:
-    """Import ``pkg.mod:function`` or ``path/to/file.py:function``.
+    """Import ``pkg.mod:function`` (importable, or under the working directory) or ``file.py:function``.
 
     Raises:
         DataError: malformed reference, import failure or missing function.
@@ -274,7 +288,7 @@ def load_hook(target: str) -> Callable[[], Any]:
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
         else:
-            module = importlib.import_module(module_name)
+            module = _import_from_cwd(module_name)
     except OnnxPruneError:
         raise
     except Exception as exc:
