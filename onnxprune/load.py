@@ -151,14 +151,19 @@ def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     return restore_model_fields(folded, model)
 
 
-def restore_model_fields(new: onnx.ModelProto, old: onnx.ModelProto) -> onnx.ModelProto:
-    """Copy IR version, opset imports, producer, metadata and the graph's input/output
-    declarations (names, dtypes, symbolic dims) from ``old`` onto ``new``."""
+def restore_io(new: onnx.ModelProto, old: onnx.ModelProto) -> None:
+    """Give ``new``'s graph inputs/outputs the declarations (dtypes, symbolic dims) of ``old``'s."""
     for mine, theirs in ((new.graph.input, old.graph.input), (new.graph.output, old.graph.output)):
         declared = {vi.name: vi for vi in theirs}
         for vi in mine:
             if vi.name in declared:
                 vi.CopyFrom(declared[vi.name])
+
+
+def restore_model_fields(new: onnx.ModelProto, old: onnx.ModelProto) -> onnx.ModelProto:
+    """Copy IR version, opset imports, producer, metadata and the graph's input/output
+    declarations (names, dtypes, symbolic dims) from ``old`` onto ``new``."""
+    restore_io(new, old)
     new.ir_version = old.ir_version
     del new.opset_import[:]
     new.opset_import.extend(old.opset_import)
@@ -169,6 +174,15 @@ def restore_model_fields(new: onnx.ModelProto, old: onnx.ModelProto) -> onnx.Mod
     del new.functions[:]
     new.functions.extend(old.functions)
     return new
+
+
+def _with_inferred_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with value_info filled by ONNX shape inference (symbolic dims stay symbolic)."""
+    try:
+        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception as exc:  # inference is best effort here; infer_shapes below reports failures
+        logger.debug("shape inference before folding failed: %s", exc)
+        return model
 
 
 def _name_nodes(graph: onnx.GraphProto) -> None:
@@ -238,9 +252,11 @@ def normalize(model: onnx.ModelProto, *, name: str = "model",
     _check(work, name)
     _drop_initializer_inputs(work)
     work = _upgrade(work, name)
-    work = fold_constants(work)
+    for _ in range(2):  # shapes let Shape/Gather chains fold; folding lets inference see more
+        work = fold_constants(_with_inferred_shapes(work))
     _name_nodes(work.graph)
     del work.graph.value_info[:]
+    restore_io(work, model)
     shapes, dtypes = infer_shapes(_fixed_copy(work, input_shapes or {}))
     return Model(proto=work, shapes=shapes, dtypes=dtypes, source=source, original_opset=original_opset)
 

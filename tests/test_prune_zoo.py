@@ -118,3 +118,21 @@ def test_nhwc_graphs_random_plans_and_zero_invariant(name: str) -> None:
         reference = run(zeroed.proto, feeds)
         for ref, out in zip(reference, run(prune_model(analyze(zeroed), plan), feeds)):
             np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(ref).max())))
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_attention_head_dims_and_mlp_hidden_are_prunable(exporter: str) -> None:
+    analysis = analyze(normalize(zoo_model("transformer", exporter)))
+    prunable = analysis.prunable_groups
+    # q/k head dim (coupled through q @ k^T, same index in all 4 heads), v head dim, MLP hidden
+    assert sorted((g.size, len(g.producers)) for g in prunable) == [(8, 1), (8, 2), (64, 1)]
+    residual = next(g for g in analysis.groups if g.size == 32)
+    assert "combines channels with 'input'" in residual.frozen_reason
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_channel_shuffle_and_split_are_prunable(exporter: str) -> None:
+    analysis = analyze(normalize(zoo_model("shufflenetv2", exporter)))
+    frozen = [g for g in analysis.groups if g.frozen_reason]
+    assert len(frozen) == 1 and "graph output" in frozen[0].frozen_reason
+    assert len(analysis.prunable_groups) == 9

@@ -63,26 +63,35 @@ def propagate_squeeze(node: onnx.NodeProto, ctx: AnalysisContext) -> None:
     ctx.set_label(node.output[0], Labels(axis=lab.axis - sum(1 for a in axes if a < lab.axis), ids=lab.ids))
 
 
-def _relabel(lab: Labels, shape_in: tuple[int, ...], shape_out: tuple[int, ...]) -> Labels | None:
-    """Labels after a reshape, or None if the channel axis is split or mixed with others.
+def _relabel(lab: Labels, shape_in: tuple[int, ...], shape_out: tuple[int, ...]
+             ) -> tuple[Labels, list[np.ndarray]] | None:
+    """Labels after a reshape, plus the atom sets that must become one unit; None if mixed.
 
-    The channel labels are broadcast over the input shape (batch 1), reshaped, and the one
-    output axis they vary along is found; merged dims repeat each label (Flatten -> Gemm:
-    channel c owns the c-th block of H*W features).
+    The channel labels are broadcast over the input shape (batch 1) and reshaped. Merged
+    dims repeat each label (Flatten -> Gemm: channel c owns the c-th block of H*W features).
+    When the channels end up on several axes (a channel shuffle's (g, C/g) split, attention
+    heads (H, d)), the innermost of them carries the labels and the atoms at the same inner
+    index are coupled across the outer axes, so the kept grid stays rectangular.
     """
     full = np.broadcast_to(lab.ids.reshape([-1 if a == lab.axis else 1 for a in range(len(shape_in))]),
                            shape_in).reshape(shape_out)
     varying = [a for a in range(full.ndim) if full.shape[a] > 1 and
                not np.array_equal(full, np.broadcast_to(full.take([0], axis=a), full.shape))]
-    if len(varying) != 1:
+    if not varying:
         return None
-    axis = varying[0]
-    line = full.reshape(-1, *full.shape[axis:])[0]  # first entry of leading axes
-    line = line.reshape(line.shape[0], -1)[:, 0]
-    if not np.array_equal(full, np.broadcast_to(line.reshape([-1 if a == axis else 1 for a in range(full.ndim)]),
-                                                full.shape)):
+    axis = varying[-1]
+    couplings = []
+    if len(varying) > 1:
+        for j in range(full.shape[axis]):
+            atoms = np.unique(full.take(j, axis=axis))
+            if atoms.size > 1:
+                couplings.append(atoms)
+    line = np.moveaxis(full, axis, 0).reshape(full.shape[axis], -1)
+    fixed_outer = [a for a in range(full.ndim) if a != axis and a not in varying]
+    check = np.broadcast_to(line[:, :1].reshape([-1 if a == axis else 1 for a in range(full.ndim)]), full.shape)
+    if fixed_outer and len(varying) == 1 and not np.array_equal(full, check):
         return None
-    return Labels(axis=axis, ids=line.copy())
+    return Labels(axis=axis, ids=line[:, 0].copy()), couplings
 
 
 def _static(shape: tuple[int | None, ...] | None) -> tuple[int, ...] | None:
@@ -104,10 +113,16 @@ def propagate_reshape(node: onnx.NodeProto, ctx: AnalysisContext) -> None:
     if node.op_type == "Flatten" and lab.axis < norm_axis(int(attr(node, "axis", 1)), len(shape_in)):
         ctx.freeze(lab.ids, _why(node, "merges channels into the batch axis"))
         return
-    new = _relabel(lab, shape_in, shape_out)
-    if new is None:
-        ctx.freeze(lab.ids, _why(node, "splits the channel axis"))
+    relabeled = _relabel(lab, shape_in, shape_out)
+    if relabeled is None:
+        ctx.freeze(lab.ids, _why(node, "mixes the channel axis with others"))
         return
+    new, couplings = relabeled
+    if (lab.ids < 0).any() and couplings:
+        ctx.freeze(lab.ids, _why(node, "splits channels that include fixed ones"))
+        return
+    for atoms in couplings:
+        ctx.couple_all(atoms.tolist())
     ctx.set_label(node.output[0], new)
     if target is not None and int(target[new.axis]) not in (0, -1):
         ctx.edit(SetShapeDims(node.name, 1, ((new.axis, node.output[0]),)))

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 
 from onnxprune.analyze import analyze
@@ -26,7 +27,8 @@ from onnxprune.analyze.importance import weight_importance
 from onnxprune.errors import DataError, OutputError, PlanError
 from onnxprune.evaluate import DataSpec, Runtime, evaluate, open_data
 from onnxprune.io import save_model, write_json_atomic
-from onnxprune.load import load, normalize
+from onnxprune.load import load, normalize, read
+from onnxprune.pipeline.deploying import DeployOptions, check_deploy, export_repo, finish, run_metadata
 from onnxprune.rewrite import prune_model
 from onnxprune.search.baselines import OnEpisode, SearchState, random_search, uniform_search
 from onnxprune.search.env import CompressionEnv, Episode
@@ -69,6 +71,7 @@ class CompressReport:
         best: The chosen episode.
     """
 
+        triton_dir: The Triton model folder written (``--triton-repo``), if any.
     source: str
     output: Path
     agent: str
@@ -88,6 +91,7 @@ class CompressReport:
     best: Episode
 
     @property
+    triton_dir: Path | None = None
     def achieved(self) -> float:
         """Fraction of the metric removed."""
         before, after = getattr(self.before, self.metric), getattr(self.after, self.metric)
@@ -102,7 +106,7 @@ class CompressReport:
                 "after": {**self.after.__dict__, "bytes": self.bytes_after},
                 "accuracy_before": self.accuracy_before, "accuracy_after": self.accuracy_after,
                 "groups": [g.__dict__ for g in self.groups], "search_seconds": self.search_seconds,
-                "best": self.best.to_json()}
+                "best": self.best.to_json(), "triton_dir": str(self.triton_dir) if self.triton_dir else None}
 
 
 AGENTS: tuple[str, ...] = ("uniform", "random")
@@ -144,7 +148,8 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
                   round_to: int = 1, max_ratio: float = 0.8, criterion: str = "l1", reward: str = "err",
                   data: DataSpec | None = None, runtime: Runtime | None = None, resume: bool = False,
                   on_episode: OnEpisode | None = None,
-                  input_shapes: Mapping[str, Sequence[int]] | None = None) -> CompressReport:
+                  input_shapes: Mapping[str, Sequence[int]] | None = None,
+                  deploy: DeployOptions | None = None) -> CompressReport:
     """Search per-group ratios meeting ``target`` and save the best pruned model to ``output``.
 
     The best candidate so far is always at ``output`` and the search state at
@@ -152,12 +157,17 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     Without ``data`` the run is data-free: one uniform-ratio episode (weight-norm criterion).
     """
     source, target_path = Path(path).resolve(), Path(output).resolve()
+    The saved model is simplified and keeps the input's interface and metadata (``deploy``:
+    opset, Triton repository written at the end; checked before the search).
     if source == target_path:
         raise OutputError(f"-o {output} is the input model; choose another output path (the input is never modified)")
     if agent not in AGENTS:
         raise PlanError(f"--agent {agent} is not available; use one of {', '.join(AGENTS)}")
     started = time.perf_counter()
     analysis = analyze(load(source, input_shapes=input_shapes))
+    deploy = deploy or DeployOptions()
+    original = read(source)
+    check_deploy(original, deploy)
     space = SearchSpace.build(analysis, weight_importance(analysis, criterion), max_ratio=max_ratio,
                               round_to=round_to)
     accuracy_before, score = None, None
@@ -187,7 +197,12 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     best = state.best
     if best is None:
         raise PlanError("the search evaluated no episode; raise --episodes")
-    saved = save_model(prune_model(analysis, best.plan), target_path)
+    accuracy = f"{100.0 * best.accuracy:.2f}" if best.accuracy is not None else None
+    final = finish(original, prune_model(analysis, best.plan), deploy, run_metadata(
+        "compress", best.plan, target=target, metric=metric, agent=agent, criterion=criterion, accuracy=accuracy),
+        np.random.default_rng(seed))
+    saved = save_model(final, target_path)
+    triton_dir = export_repo(final, deploy)
     checkpoint.unlink(missing_ok=True)
     widths = tuple(GroupWidth(id=gid, before=size, after=keep)
                    for gid, size, keep in zip(space.group_ids, space.sizes, best.keeps))
@@ -199,4 +214,5 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
                           bytes_before=source.stat().st_size, bytes_after=saved.stat().st_size,
                           accuracy_before=accuracy_before,
                           accuracy_after=100.0 * best.accuracy if best.accuracy is not None else None,
-                          groups=widths, search_seconds=time.perf_counter() - started, best=best)
+                          groups=widths, search_seconds=time.perf_counter() - started, best=best,
+                          triton_dir=triton_dir)

@@ -22,7 +22,7 @@ from onnxprune.plan import Plan, keep_count, ratio_plan
 from onnxprune.report import AnalyzeReport, GroupRow, PruneReport
 from onnxprune.rewrite import prune_model
 from onnxprune.rewrite.capture import channel_means
-from onnxprune.rewrite.prune import tensor_masks, unit_mask
+from onnxprune.rewrite.prune import repair_plan, tensor_masks, unit_mask
 from onnxprune.rewrite.reconstruct import ReconstructOptions, ReconstructReport, repair
 
 logger = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def prune_file(path: str | os.PathLike[str], output: str | os.PathLike[str], *, 
     threads = options.threads if options is not None else 2
     if plan is None:
         scores = group_scores(analysis, criterion, feeds, threads)
-        plan = ratio_plan(scores, [g.prunable for g in analysis.groups], ratio, round_to)
+        plan = repair_plan(analysis, ratio_plan(scores, [g.prunable for g in analysis.groups], ratio, round_to))
     pruned = prune_model(analysis, plan)
     fixed = None
     if repair_mode is not None and feeds is not None:

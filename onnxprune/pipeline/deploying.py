@@ -1,0 +1,148 @@
+"""The deploy step of ``prune`` and ``compress``: simplify, restore the interface, tag, export.
+
+Contract:
+    requires: ``original`` is the user's model as read from their file (:func:`onnxprune.load.read`),
+    ``pruned`` the rewrite stage's output for it.
+    guarantees: :func:`check_deploy` writes nothing and refuses every bad ``--opset`` /
+    ``--triton-*`` setting before the (long) pruning work starts. :func:`finish` returns a model
+    with the original's input/output names, dtypes and symbolic dims, its metadata props plus
+    ``onnxprune.*`` props, the original's opset unless ``DeployOptions.opset`` asks for another
+    (never a silent upgrade), and no more nodes than ``pruned``; a simplification whose outputs
+    differ from ``pruned``'s on random inputs is discarded. :func:`export_repo` writes the Triton
+    entry complete or not at all (see :mod:`onnxprune.deploy.triton`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import version_converter
+
+from onnxprune.deploy.interface import restore_interface
+from onnxprune.deploy.runner import output_diff
+from onnxprune.deploy.simplify import simplify
+from onnxprune.deploy.triton import TritonOptions, check_export, export_triton
+from onnxprune.errors import OnnxPruneError, UnsupportedInput
+from onnxprune.io import PROTOBUF_LIMIT
+from onnxprune.load import default_opset
+from onnxprune.plan import Plan
+
+logger = logging.getLogger(__name__)
+
+#: Simplified outputs may differ from the pruned ones by float rounding (BatchNorm folded into
+#: Conv, folded constants): this much relative to the output scale, else the result is discarded.
+SIMPLIFY_RTOL = 1e-4
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    """What ``prune`` / ``compress`` do to the final model before and after saving it.
+
+    Attributes:
+        opset: Convert the result to this default-domain opset; ``None`` keeps the original's.
+        simplify: Fold constants and remove dead and Identity nodes (graph-surgeon, onnxslim).
+        triton_repo: Also write ``<triton_repo>/<triton.name>/`` (Triton model repository).
+        triton: Name and batching of the Triton entry (needed with ``triton_repo``).
+        force: Replace an existing non-empty ``<triton_repo>/<name>``.
+    """
+
+    opset: int | None = None
+    simplify: bool = True
+    triton_repo: Path | None = None
+    triton: TritonOptions | None = None
+    force: bool = False
+
+
+def _convert(model: onnx.ModelProto, opset: int, fix: str) -> None:
+    """Raise :class:`UnsupportedInput` (ending with ``fix``) if ``model`` cannot go to ``opset``."""
+    try:
+        version_converter.convert_version(model, opset)
+    except Exception as exc:  # the converter raises bare RuntimeErrors and others
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise UnsupportedInput(f"the model cannot be converted from opset {default_opset(model)} to {opset} "
+                               f"({first}); {fix}") from exc
+
+
+def check_deploy(original: onnx.ModelProto, options: DeployOptions) -> None:
+    """Refuse bad deploy settings before any work (writes nothing).
+
+    Raises:
+        UnsupportedInput: an ``opset`` out of range or impossible for this model; a model that
+            Triton cannot serve with these options.
+        OutputError: a bad Triton name or an existing entry without ``force``.
+    """
+    if options.opset is not None:
+        newest = onnx.defs.onnx_opset_version()
+        if not 7 <= options.opset <= newest:
+            raise UnsupportedInput(f"--opset {options.opset} is outside 7..{newest} (this onnx); "
+                                   f"choose an opset in that range or leave it out")
+        if options.opset != default_opset(original) and original.ByteSize() < PROTOBUF_LIMIT:
+            _convert(original, options.opset, "choose another --opset or leave it out")
+    if options.triton_repo is not None:
+        if options.triton is None:
+            raise UnsupportedInput("a Triton repository needs a model name; pass --triton-name")
+        check_export(original, options.triton_repo, options.triton, force=options.force)
+
+
+def _simplified(pruned: onnx.ModelProto, rng: np.random.Generator) -> onnx.ModelProto:
+    """``simplify(pruned)`` when it has no more nodes and the same outputs, else ``pruned``."""
+    simple = simplify(pruned)
+    if len(simple.graph.node) > len(pruned.graph.node):
+        logger.warning("simplification grew the graph; keeping the pruned model as it is")
+        return pruned
+    if pruned.ByteSize() >= PROTOBUF_LIMIT:
+        return simple  # too large to compare in memory; simplify's own guarantees stand
+    try:
+        diff, scale = output_diff(pruned, simple, rng)
+    except OnnxPruneError as exc:
+        logger.warning("cannot compare the simplified model (%s); keeping the pruned model", exc)
+        return pruned
+    if diff > SIMPLIFY_RTOL * max(1.0, scale):
+        logger.warning("simplified outputs differ by %.3g; keeping the pruned model as it is", diff)
+        return pruned
+    logger.info("simplified %d -> %d nodes (outputs within %.3g)", len(pruned.graph.node),
+                len(simple.graph.node), diff)
+    return simple
+
+
+def run_metadata(command: str, plan: Plan, **fields: object) -> dict[str, str]:
+    """``onnxprune.*`` props of one run: the command, the plan (JSON) and ``fields`` that are set."""
+    props = {"command": command, "plan": json.dumps(plan.to_json(), separators=(",", ":"))}
+    props.update({key: str(value) for key, value in fields.items() if value is not None})
+    return props
+
+
+def finish(original: onnx.ModelProto, pruned: onnx.ModelProto, options: DeployOptions,
+           metadata: Mapping[str, str], rng: np.random.Generator) -> onnx.ModelProto:
+    """The model to save: simplified, with the original's interface and ``metadata``.
+
+    Args:
+        original: The user's model as read from their file.
+        pruned: The rewrite stage's output (normalized, opset >= 13).
+        options: ``opset`` and ``simplify`` are used here.
+        metadata: ``onnxprune.*`` props (keys without the prefix).
+        rng: Source of the random inputs that compare the simplified and pruned outputs.
+
+    Raises:
+        UnsupportedInput: the interface cannot be restored or the opset conversion fails.
+        InvalidModel: the result fails the ONNX checker.
+    """
+    model = _simplified(pruned, rng) if options.simplify else pruned
+    opset = options.opset
+    if opset is None and default_opset(model) != default_opset(original):
+        opset = default_opset(original)  # the pipeline upgraded it (opset < 13): convert back
+        _convert(model, opset, f"pass --opset {default_opset(model)} to accept the upgrade")
+    return restore_interface(original, model, opset=opset, extra_metadata=metadata)
+
+
+def export_repo(model: onnx.ModelProto, options: DeployOptions) -> Path | None:
+    """Write the Triton entry for ``model`` when ``options.triton_repo`` is set; its folder."""
+    if options.triton_repo is None or options.triton is None:
+        return None
+    return export_triton(model, options.triton_repo, options.triton, force=options.force).model_dir
