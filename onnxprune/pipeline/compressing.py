@@ -69,9 +69,9 @@ class CompressReport:
         groups: Per-group widths.
         search_seconds: Wall time of the search (this process).
         best: The chosen episode.
+        triton_dir: The Triton model folder written (``--triton-repo``), if any.
     """
 
-        triton_dir: The Triton model folder written (``--triton-repo``), if any.
     source: str
     output: Path
     agent: str
@@ -89,9 +89,9 @@ class CompressReport:
     groups: tuple[GroupWidth, ...]
     search_seconds: float
     best: Episode
+    triton_dir: Path | None = None
 
     @property
-    triton_dir: Path | None = None
     def achieved(self) -> float:
         """Fraction of the metric removed."""
         before, after = getattr(self.before, self.metric), getattr(self.after, self.metric)
@@ -155,19 +155,19 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     The best candidate so far is always at ``output`` and the search state at
     ``<output>.search.json`` (removed on success), so an interrupted run resumes with ``resume``.
     Without ``data`` the run is data-free: one uniform-ratio episode (weight-norm criterion).
-    """
-    source, target_path = Path(path).resolve(), Path(output).resolve()
     The saved model is simplified and keeps the input's interface and metadata (``deploy``:
     opset, Triton repository written at the end; checked before the search).
+    """
+    source, target_path = Path(path).resolve(), Path(output).resolve()
     if source == target_path:
         raise OutputError(f"-o {output} is the input model; choose another output path (the input is never modified)")
     if agent not in AGENTS:
         raise PlanError(f"--agent {agent} is not available; use one of {', '.join(AGENTS)}")
-    started = time.perf_counter()
-    analysis = analyze(load(source, input_shapes=input_shapes))
     deploy = deploy or DeployOptions()
     original = read(source)
     check_deploy(original, deploy)
+    started = time.perf_counter()
+    analysis = analyze(load(source, input_shapes=input_shapes))
     space = SearchSpace.build(analysis, weight_importance(analysis, criterion), max_ratio=max_ratio,
                               round_to=round_to)
     accuracy_before, score = None, None
