@@ -46,6 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--metric", choices=METRICS, default="macs", help="resource the target applies to")
     parser.add_argument("--agent", choices=pipeline.AGENTS, default="random", help="search agent (default random)")
     parser.add_argument("--episodes", type=int, default=30, metavar="N", help="candidates to evaluate")
+    parser.add_argument("--warmup", type=int, default=None, metavar="N",
+                        help="amc/agmc: random-action episodes before DDPG learns (default min(100, episodes // 3))")
     parser.add_argument("--seed", type=int, default=0, help="seed of the search and of --val-split")
     parser.add_argument("--round-to", type=int, default=1, metavar="N", help="keep channel counts multiples of N")
     parser.add_argument("--max-ratio", type=float, default=0.8, help="most of a group's channels removed (0.8)")
@@ -121,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
             args.model, args.output, target=target, metric=args.metric, agent=args.agent, episodes=args.episodes,
             seed=args.seed, round_to=args.round_to, max_ratio=args.max_ratio, criterion=args.criterion,
             reward=args.reward, data=data, runtime=Runtime(device="cpu", threads=args.threads) if data else None,
-            resume=args.resume, on_episode=on_episode, input_shapes=parse_input_shapes(args.input_shape))
+            resume=args.resume, on_episode=on_episode, warmup=args.warmup,
+            input_shapes=parse_input_shapes(args.input_shape))
     console.print(_table(report))
     console.print(_widths(report))
     console.print(f"removed {report.achieved:.1%} of {report.metric} (target {report.target:.0%}); "

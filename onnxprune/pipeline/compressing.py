@@ -31,9 +31,11 @@ from onnxprune.load import load, normalize, read
 from onnxprune.pipeline.deploying import DeployOptions, check_deploy, export_repo, finish, run_metadata
 from onnxprune.rewrite import prune_model
 from onnxprune.search.baselines import OnEpisode, SearchState, random_search, uniform_search
+from onnxprune.search.ddpg import DDPGConfig, ddpg_search, default_warmup
 from onnxprune.search.env import CompressionEnv, Episode
 from onnxprune.search.reward import reward_fn
 from onnxprune.search.space import SearchSpace
+from onnxprune.search.states import STATE_KINDS, make_states
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +111,7 @@ class CompressReport:
                 "best": self.best.to_json(), "triton_dir": str(self.triton_dir) if self.triton_dir else None}
 
 
-AGENTS: tuple[str, ...] = ("uniform", "random")
+AGENTS: tuple[str, ...] = ("uniform", "random", *STATE_KINDS)
 
 
 def _checkpoint_path(output: Path) -> Path:
@@ -147,7 +149,7 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
                   metric: str = "macs", agent: str = "uniform", episodes: int = 20, seed: int = 0,
                   round_to: int = 1, max_ratio: float = 0.8, criterion: str = "l1", reward: str = "err",
                   data: DataSpec | None = None, runtime: Runtime | None = None, resume: bool = False,
-                  on_episode: OnEpisode | None = None,
+                  on_episode: OnEpisode | None = None, warmup: int | None = None,
                   input_shapes: Mapping[str, Sequence[int]] | None = None,
                   deploy: DeployOptions | None = None) -> CompressReport:
     """Search per-group ratios meeting ``target`` and save the best pruned model to ``output``.
@@ -180,6 +182,8 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     config: dict[str, object] = {"model": str(source), "target": target, "metric": metric, "agent": agent,
                                  "seed": seed, "round_to": round_to, "max_ratio": max_ratio,
                                  "criterion": criterion, "reward": reward, "data": str(data.path) if data else None}
+    if agent in STATE_KINDS:
+        config["warmup"] = default_warmup(episodes) if warmup is None else warmup
     checkpoint = _checkpoint_path(target_path)
     state = _read_checkpoint(checkpoint, config) if resume and checkpoint.exists() else None
 
@@ -192,6 +196,9 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
 
     if agent == "uniform":
         state = state if state is not None and state.best is not None else uniform_search(env, seed=seed, on_episode=record)
+    elif agent in STATE_KINDS:  # DDPG on AMC's handcrafted state or AGMC's encoder-decoder state
+        state = ddpg_search(env, make_states(agent, env, seed=seed), episodes, seed=seed, agent=agent,
+                            config=DDPGConfig(warmup=int(config["warmup"])), state=state, on_episode=record)
     else:
         state = random_search(env, episodes, seed=seed, state=state, on_episode=record)
     best = state.best

@@ -1,0 +1,315 @@
+"""DDPG over per-group actions, as in AGMC (Yu et al.) and AMC (He et al.).
+
+Read top to bottom:
+
+1. :class:`DDPGConfig` - every hyper-parameter, with the paper's value as default.
+2. :class:`ReplayBuffer`, :func:`soft_update`, :func:`noise_sigma`, :func:`truncated_normal` -
+   the small pieces the unit tests pin down with numbers.
+3. :class:`DDPGAgent` - actor ``mu(s)`` and critic ``Q(s, a)`` (two hidden layers of 300 units),
+   target copies, the update ``(y - Q(s, a))^2`` with ``y = r - b + gamma Q'(s', mu'(s'))``
+   (``b``: moving average of the batch rewards) and the policy loss ``-Q(s, mu(s))``.
+4. :func:`ddpg_search` - episodes: one action per group (random during warm-up, then the actor
+   plus exponentially decayed truncated-normal noise), Algorithm 1 rescaling and scoring in the
+   environment, one transition per group step with the episode's reward on every step (AMC),
+   then one update per step. After every episode the whole agent (weights, optimizers, replay,
+   random generators) is saved in the :class:`~onnxprune.search.baselines.SearchState`, so a
+   resumed run continues exactly as the uninterrupted one would.
+
+Randomness comes only from the generators built from the run's seed: ``torch.Generator`` for
+the initial weights, ``np.random.Generator`` for warm-up actions, noise and replay sampling.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from onnxprune.errors import PlanError
+from onnxprune.search.baselines import OnEpisode, SearchState
+from onnxprune.search.env import CompressionEnv
+from onnxprune.search.states import StateBuilder
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DDPGConfig:
+    """Hyper-parameters of the DDPG agent (defaults: AGMC / AMC).
+
+    Attributes:
+        hidden: Units in each of the two hidden layers of the actor and of the critic.
+        actor_lr: Adam learning rate of the actor.
+        critic_lr: Adam learning rate of the critic.
+        tau: Soft target update rate, ``theta' <- (1 - tau) theta' + tau theta``.
+        gamma: Discount of the next state's value (1: the episode reward is all that counts).
+        warmup: Episodes of uniformly random actions before the actor acts and learns.
+        init_delta: Standard deviation of the exploration noise in the first episode after warm-up.
+        delta_decay: Per-episode factor of that standard deviation (exponential decay).
+        batch_size: Transitions per update.
+        buffer_size: Transitions the replay buffer keeps (oldest dropped first).
+        baseline_alpha: Step of the moving-average reward baseline ``b += alpha (mean(r) - b)``.
+        updates_per_step: Gradient updates per stored transition after warm-up.
+    """
+
+    hidden: int = 300
+    actor_lr: float = 1e-4
+    critic_lr: float = 1e-3
+    tau: float = 0.01
+    gamma: float = 1.0
+    warmup: int = 100
+    init_delta: float = 0.5
+    delta_decay: float = 0.95
+    batch_size: int = 64
+    buffer_size: int = 2000
+    baseline_alpha: float = 0.5
+    updates_per_step: int = 1
+
+
+class ReplayBuffer:
+    """Fixed-capacity ring buffer of ``(s, a, r, s', done)`` transitions (numpy arrays)."""
+
+    def __init__(self, capacity: int, state_dim: int) -> None:
+        """Allocate ``capacity`` rows of states of size ``state_dim``."""
+        self.capacity, self.size, self.pos = capacity, 0, 0
+        self.states = np.zeros((capacity, state_dim), np.float32)
+        self.actions = np.zeros(capacity, np.float32)
+        self.rewards = np.zeros(capacity, np.float32)
+        self.next_states = np.zeros((capacity, state_dim), np.float32)
+        self.dones = np.zeros(capacity, np.float32)
+
+    def add(self, state: np.ndarray, action: float, reward: float, next_state: np.ndarray, done: bool) -> None:
+        """Store one transition, overwriting the oldest when full."""
+        i = self.pos
+        self.states[i], self.actions[i], self.rewards[i] = state, action, reward
+        self.next_states[i], self.dones[i] = next_state, float(done)
+        self.pos = (self.pos + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, batch: int, rng: np.random.Generator) -> tuple[Tensor, ...]:
+        """``batch`` distinct stored transitions as tensors ``(s, a, r, s', done)``."""
+        idx = rng.choice(self.size, size=batch, replace=False)
+        return tuple(torch.from_numpy(a[idx]) for a in (self.states, self.actions, self.rewards,
+                                                         self.next_states, self.dones))
+
+    def arrays(self) -> dict[str, Any]:
+        """Contents, for a checkpoint."""
+        return {"states": torch.from_numpy(self.states.copy()), "actions": torch.from_numpy(self.actions.copy()),
+                "rewards": torch.from_numpy(self.rewards.copy()),
+                "next_states": torch.from_numpy(self.next_states.copy()),
+                "dones": torch.from_numpy(self.dones.copy()), "size": self.size, "pos": self.pos}
+
+    def load_arrays(self, saved: dict[str, Any]) -> None:
+        """Inverse of :meth:`arrays`."""
+        for name in ("states", "actions", "rewards", "next_states", "dones"):
+            getattr(self, name)[...] = saved[name].numpy()
+        self.size, self.pos = int(saved["size"]), int(saved["pos"])
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """``target <- (1 - tau) target + tau source``, parameter by parameter."""
+    for t, s in zip(target.parameters(), source.parameters()):
+        t.mul_(1.0 - tau).add_(s, alpha=tau)
+
+
+def noise_sigma(config: DDPGConfig, episode: int) -> float:
+    """Exploration noise of ``episode``: ``init_delta * delta_decay ** (episode - warmup)`` (0 in warm-up)."""
+    if episode < config.warmup:
+        return 0.0
+    return config.init_delta * config.delta_decay ** (episode - config.warmup)
+
+
+def truncated_normal(mu: float, sigma: float, low: float, high: float, rng: np.random.Generator) -> float:
+    """One draw of ``N(mu, sigma)`` conditioned on ``[low, high]`` (rejection, then clipping)."""
+    if sigma <= 0.0:
+        return float(np.clip(mu, low, high))
+    for _ in range(100):
+        x = float(rng.normal(mu, sigma))
+        if low <= x <= high:
+            return x
+    return float(np.clip(mu, low, high))
+
+
+def _mlp(sizes: tuple[int, ...]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+@torch.no_grad()
+def _init(module: nn.Sequential, generator: torch.Generator) -> None:
+    """Glorot hidden layers, zero biases, a last layer in ``U(-3e-3, 3e-3)`` (DDPG paper)."""
+    linears = [m for m in module if isinstance(m, nn.Linear)]
+    for layer in linears[:-1]:
+        nn.init.xavier_uniform_(layer.weight, generator=generator)
+        layer.bias.zero_()
+    linears[-1].weight.uniform_(-3e-3, 3e-3, generator=generator)
+    linears[-1].bias.zero_()
+
+
+class Actor(nn.Module):
+    """``mu(s) = max_ratio * sigmoid(MLP(s))``: the fraction of the group's channels to remove."""
+
+    def __init__(self, state_dim: int, hidden: int, max_ratio: float, generator: torch.Generator) -> None:
+        super().__init__()
+        self.max_ratio = max_ratio
+        self.net = _mlp((state_dim, hidden, hidden, 1))
+        _init(self.net, generator)
+
+    def forward(self, state: Tensor) -> Tensor:
+        """``[B, D] -> [B]`` actions in ``[0, max_ratio]``."""
+        return self.max_ratio * torch.sigmoid(self.net(state)).squeeze(-1)
+
+
+class Critic(nn.Module):
+    """``Q(s, a) = MLP([s, a / max_ratio])`` with two hidden layers."""
+
+    def __init__(self, state_dim: int, hidden: int, max_ratio: float, generator: torch.Generator) -> None:
+        super().__init__()
+        self.max_ratio = max_ratio
+        self.net = _mlp((state_dim + 1, hidden, hidden, 1))
+        _init(self.net, generator)
+
+    def forward(self, state: Tensor, action: Tensor) -> Tensor:
+        """``[B, D], [B] -> [B]`` values."""
+        return self.net(torch.cat([state, (action / self.max_ratio).unsqueeze(-1)], dim=-1)).squeeze(-1)
+
+
+class DDPGAgent:
+    """Actor, critic, their targets and optimizers, the replay buffer and the reward baseline."""
+
+    def __init__(self, state_dim: int, max_ratio: float, config: DDPGConfig, *, generator: torch.Generator,
+                 rng: np.random.Generator) -> None:
+        """Build the networks from ``generator``; ``rng`` drives actions, noise and sampling."""
+        self.config, self.max_ratio, self.rng = config, max_ratio, rng
+        self.actor = Actor(state_dim, config.hidden, max_ratio, generator)
+        self.critic = Critic(state_dim, config.hidden, max_ratio, generator)
+        self.actor_target = Actor(state_dim, config.hidden, max_ratio, generator)
+        self.critic_target = Critic(state_dim, config.hidden, max_ratio, generator)
+        self.actor_target.load_state_dict(self.actor.state_dict())
+        self.critic_target.load_state_dict(self.critic.state_dict())
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
+        self.buffer = ReplayBuffer(config.buffer_size, state_dim)
+        self.baseline: float | None = None
+
+    @torch.no_grad()
+    def greedy(self, state: np.ndarray) -> float:
+        """The actor's action for ``state`` (no noise)."""
+        return float(self.actor(torch.from_numpy(state).unsqueeze(0))[0])
+
+    def act(self, state: np.ndarray, episode: int) -> float:
+        """Uniform in ``[0, max_ratio]`` during warm-up, else the actor plus truncated-normal noise."""
+        if episode < self.config.warmup:
+            return float(self.rng.uniform(0.0, self.max_ratio))
+        return truncated_normal(self.greedy(state), noise_sigma(self.config, episode), 0.0, self.max_ratio,
+                                self.rng)
+
+    def update(self) -> tuple[float, float] | None:
+        """One gradient step of critic and actor and a soft target update; ``(critic, actor)`` losses."""
+        cfg = self.config
+        if self.buffer.size < cfg.batch_size:
+            return None
+        s, a, r, s2, done = self.buffer.sample(cfg.batch_size, self.rng)
+        mean = float(r.mean())
+        self.baseline = mean if self.baseline is None else self.baseline + cfg.baseline_alpha * (mean - self.baseline)
+        with torch.no_grad():
+            y = r - self.baseline + cfg.gamma * (1.0 - done) * self.critic_target(s2, self.actor_target(s2))
+        critic_loss = torch.mean((y - self.critic(s, a)) ** 2)
+        self.critic_opt.zero_grad()
+        critic_loss.backward()
+        self.critic_opt.step()
+        actor_loss = -self.critic(s, self.actor(s)).mean()
+        self.actor_opt.zero_grad()
+        actor_loss.backward()
+        self.actor_opt.step()
+        soft_update(self.actor_target, self.actor, cfg.tau)
+        soft_update(self.critic_target, self.critic, cfg.tau)
+        return float(critic_loss.detach()), float(actor_loss.detach())
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything needed to continue: weights, optimizers, replay (base64 ``torch.save``), generator."""
+        blob = io.BytesIO()
+        torch.save({"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
+                    "actor_target": self.actor_target.state_dict(),
+                    "critic_target": self.critic_target.state_dict(),
+                    "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
+                    "buffer": self.buffer.arrays()}, blob)
+        return {"format": "ddpg-1", "tensors": base64.b64encode(blob.getvalue()).decode("ascii"),
+                "rng": self.rng.bit_generator.state, "baseline": self.baseline}
+
+    def load_json(self, saved: dict[str, Any]) -> None:
+        """Inverse of :meth:`to_json`."""
+        try:
+            if saved.get("format") != "ddpg-1":
+                raise ValueError(f"format {saved.get('format')!r}")
+            tensors = torch.load(io.BytesIO(base64.b64decode(saved["tensors"])), weights_only=True)
+            for name in ("actor", "critic", "actor_target", "critic_target", "actor_opt", "critic_opt"):
+                getattr(self, name).load_state_dict(tensors[name])
+            self.buffer.load_arrays(tensors["buffer"])
+            self.rng.bit_generator.state = saved["rng"]
+            self.baseline = None if saved["baseline"] is None else float(saved["baseline"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise PlanError(f"--resume: the DDPG agent in the checkpoint cannot be loaded ({exc}); "
+                            "run without --resume") from exc
+
+
+def ddpg_search(env: CompressionEnv[Any], states: StateBuilder, episodes: int, *, seed: int, agent: str = "amc",
+                config: DDPGConfig | None = None, state: SearchState | None = None,
+                on_episode: OnEpisode | None = None) -> SearchState:
+    """Run DDPG for ``episodes`` episodes (a resumed run does only the rest); best episode by reward.
+
+    Args:
+        env: The environment (rescales to the target, builds and scores candidates).
+        states: The per-group state (``amc`` handcrafted or ``agmc`` encoder-decoder).
+        episodes: Total episodes of the run.
+        seed: Seeds the weights (``torch.Generator``) and actions, noise, sampling (``np`` generator).
+        agent: Name recorded in the state.
+        config: Hyper-parameters (default :class:`DDPGConfig`).
+        state: A checkpointed state to resume from (must come from the same settings).
+        on_episode: Progress / checkpoint callback, after each episode.
+    """
+    if episodes < 1:
+        raise PlanError(f"--episodes {episodes}: give 1 or more")
+    config = config or DDPGConfig()
+    learner = DDPGAgent(states.dim, env.space.max_ratio, config, generator=torch.Generator().manual_seed(seed),
+                        rng=np.random.default_rng(seed))
+    state = state or SearchState(agent=agent, seed=seed)
+    if state.agent_state is not None:
+        learner.load_json(state.agent_state)
+    steps = len(env.space)
+    for index in range(state.next_episode, episodes):
+        observed, actions = [], []
+        states.begin()
+        for t in range(steps):
+            observed.append(states.state(t, actions))
+            actions.append(learner.act(observed[-1], index))
+        env.episodes = index
+        episode, candidate = env.evaluate_with_candidate(actions)
+        for t in range(steps):
+            last = t == steps - 1
+            learner.buffer.add(observed[t], actions[t], episode.reward,
+                               np.zeros_like(observed[t]) if last else observed[t + 1], last)
+        losses = [learner.update() for _ in range(steps * config.updates_per_step) if index >= config.warmup]
+        if losses and losses[-1] is not None:
+            logger.debug("episode %d: critic loss %.5f, actor loss %.5f", index, *losses[-1])
+        state, better = state.record(episode)
+        state = replace(state, agent_state=learner.to_json())
+        if on_episode is not None:
+            on_episode(episode, state, candidate, better)
+    return state
+
+
+def default_warmup(episodes: int) -> int:
+    """Warm-up episodes when none are given: ``min(100, episodes // 3)``."""
+    return min(100, episodes // 3)
