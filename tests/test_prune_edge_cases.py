@@ -138,3 +138,55 @@ def test_external_data_missing_or_outside(tmp_path: Path, good_model: Path,
                 entry.value = "../m.data"
     onnx.save(evil, str(folder / "evil.onnx"))
     _fails_cleanly(["prune", str(folder / "evil.onnx"), "-o", str(out)], out, capsys, "outside")
+
+
+def _select_model(select: list[onnx.NodeProto], consts: list[onnx.TensorProto], mid: int, opset: int = 13
+                  ) -> onnx.ModelProto:
+    """input -> conv c1 (8 ch, 1x1) -> <select nodes: a -> b> -> conv c2 (mid -> 4) -> output."""
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.standard_normal((8, 3, 1, 1)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.standard_normal((4, mid, 1, 1)).astype(np.float32), "w2")
+    nodes = [helper.make_node("Conv", ["input", "w1"], ["a"], name="c1"), *select,
+             helper.make_node("Conv", ["b", "w2"], ["output"], name="c2")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4, 4, 4])],
+                              initializer=[w1, w2, *consts])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _ints(name: str, values: list[int]) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.array(values, dtype=np.int64), name)
+
+
+@pytest.mark.parametrize("case", ["slice_without_axes", "gather", "split_num_outputs"])
+def test_channel_selections_rewrite_exactly(case: str) -> None:
+    """Kept channels of c1 are removed, and the selection still feeds c2 the right ones."""
+    if case == "slice_without_axes":  # axes default to (0, 1): batch and channel [1:7]
+        raw = _select_model([helper.make_node("Slice", ["a", "st", "en"], ["b"], name="sel")],
+                            [_ints("st", [0, 1]), _ints("en", [1, 7])], 6)
+        chosen = [1, 2, 3, 4, 5, 6]
+    elif case == "gather":
+        raw = _select_model([helper.make_node("Gather", ["a", "idx"], ["b"], name="sel", axis=1)],
+                            [_ints("idx", [6, 0, 3, -1])], 4)
+        chosen = [6, 0, 3, 7]
+    else:  # opset 18 Split with num_outputs: the second half goes on
+        raw = _select_model([helper.make_node("Split", ["a"], ["h0", "b"], name="sel", axis=1, num_outputs=2)],
+                            [], 4, opset=18)
+        chosen = [4, 5, 6, 7]
+    model = normalize(raw)
+    analysis = analyze(model)
+    group = next(g for g in analysis.groups if g.producers == ("c1",))
+    keep = (0, 2, 3, 6, 7)
+    pruned = prune_model(analysis, Plan(keep={group.id: keep}))
+    onnx.checker.check_model(pruned, full_check=True)
+    # reference: zero the removed channels of c1 in the unpruned model
+    zeroed = onnx.ModelProto()
+    zeroed.CopyFrom(model.proto)
+    w1 = next(t for t in zeroed.graph.initializer if t.name == "w1")
+    value = numpy_helper.to_array(w1).copy()
+    value[[c for c in range(8) if c not in keep]] = 0
+    w1.CopyFrom(numpy_helper.from_array(value, "w1"))
+    x = np.random.default_rng(3).standard_normal((1, 3, 4, 4)).astype(np.float32)
+    np.testing.assert_allclose(run(pruned, {"input": x})[0], run(zeroed, {"input": x})[0], rtol=1e-5, atol=1e-5)
+    c2 = next(t for t in pruned.graph.initializer if len(t.dims) == 4 and t.dims[0] == 4)
+    assert c2.dims[1] == sum(1 for c in chosen if c in keep)

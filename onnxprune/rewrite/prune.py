@@ -135,8 +135,16 @@ class _Editor:
     def _strip_axis(self, node: gs.Node, e: Select) -> None:
         """Remove the channel axis from a Slice's / Pad's own work (the select does it)."""
         if node.op == "Slice":
-            axes = [int(a) for a in node.inputs[3].values]
-            keep = [i for i, a in enumerate(axes) if a % len(self.analysis.model.shapes[node.inputs[0].name]) != e.axis]
+            rank = len(self.analysis.model.shapes[node.inputs[0].name])
+            if len(node.inputs) < 4 or not isinstance(node.inputs[3], gs.Constant):
+                count = len(node.inputs[1].values)
+                axes_const = gs.Constant(f"{node.name}_axes", np.arange(count, dtype=np.int64))
+                if len(node.inputs) < 4:
+                    node.inputs.append(axes_const)
+                else:
+                    node.inputs[3] = axes_const
+            axes = [int(a) % rank for a in node.inputs[3].values]
+            keep = [i for i, a in enumerate(axes) if a != e.axis]
             for index in range(1, min(5, len(node.inputs))):
                 _set_const(node, index, np.asarray(node.inputs[index].values)[keep], "noch")
         else:  # Pad: zero the channel entries
