@@ -17,7 +17,8 @@ from onnxprune.analyze.importance import consumer_inputs, importance
 from onnxprune.errors import DataError, OutputError
 from onnxprune.evaluate import DataSpec, Runtime, open_data
 from onnxprune.io import save_model
-from onnxprune.load import load, normalize
+from onnxprune.load import load, normalize, read
+from onnxprune.pipeline.deploying import DeployOptions, check_deploy, export_repo, finish, run_metadata
 from onnxprune.plan import Plan, keep_count, ratio_plan
 from onnxprune.report import AnalyzeReport, GroupRow, PruneReport
 from onnxprune.rewrite import prune_model
@@ -81,16 +82,21 @@ def repair_pruned(analysis: Analysis, plan: Plan, pruned: onnx.ModelProto, feeds
 def prune_file(path: str | os.PathLike[str], output: str | os.PathLike[str], *, ratio: float = 0.0,
                round_to: int = 1, criterion: str = "l1", plan: Plan | None = None,
                input_shapes: Mapping[str, Sequence[int]] | None = None, calib: DataSpec | None = None,
-               repair_mode: str | None = None, options: ReconstructOptions | None = None) -> PruneReport:
+               repair_mode: str | None = None, options: ReconstructOptions | None = None,
+               deploy: DeployOptions | None = None) -> PruneReport:
     """Prune every prunable group of ``path`` by ``ratio`` (or apply ``plan``) and save to ``output``.
 
     With ``calib`` (calibration data), ``criterion="activation"`` is measured on it and
     ``repair_mode`` (``reconstruct`` or ``bias``) repairs the pruned layers. The output is
-    written atomically and never over the input file.
+    written atomically and never over the input file; it is simplified and keeps the input's
+    interface and metadata (``deploy``: opset, optional Triton repository; checked first).
     """
     source, target = Path(path).resolve(), Path(output).resolve()
     if source == target:
         raise OutputError(f"-o {output} is the input model; choose another output path (the input is never modified)")
+    deploy = deploy or DeployOptions()
+    original = read(source)
+    check_deploy(original, deploy)
     analysis, _ = analyze_file(source, input_shapes=input_shapes)
     keep_count(1, ratio, round_to)  # validates ratio / round_to before any work
     if (repair_mode is not None or criterion == "activation") and calib is None:
@@ -98,6 +104,7 @@ def prune_file(path: str | os.PathLike[str], output: str | os.PathLike[str], *, 
                         "pass --calib FILE.npz")
     feeds = calibration_feeds(source, calib) if calib is not None else None
     threads = options.threads if options is not None else 2
+    fields = {"criterion": criterion, "ratio": ratio} if plan is None else {}
     if plan is None:
         scores = group_scores(analysis, criterion, feeds, threads)
         plan = repair_plan(analysis, ratio_plan(scores, [g.prunable for g in analysis.groups], ratio, round_to))
@@ -106,8 +113,11 @@ def prune_file(path: str | os.PathLike[str], output: str | os.PathLike[str], *, 
     if repair_mode is not None and feeds is not None:
         pruned, fixed = repair_pruned(analysis, plan, pruned, feeds, mode=repair_mode, seed=calib.seed,
                                       options=options)
-    saved = save_model(pruned, target)
-    after_model = normalize(pruned, name=target.name, input_shapes=input_shapes)
+    final = finish(original, pruned, deploy, run_metadata("prune", plan, repair=repair_mode, **fields),
+                   np.random.default_rng(calib.seed if calib is not None else 0))
+    saved = save_model(final, target)
+    export_repo(final, deploy)
+    after_model = normalize(final, name=target.name, input_shapes=input_shapes)
     return PruneReport(source=str(source), output=saved, plan=plan, before=analyze_cost.model_cost(analysis.model),
                        after=analyze_cost.model_cost(after_model), bytes_before=source.stat().st_size,
                        bytes_after=saved.stat().st_size, groups_pruned=len(plan.keep),
