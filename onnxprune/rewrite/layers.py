@@ -120,23 +120,6 @@ def from_layer_form(layer: Layer, w: np.ndarray, shape: tuple[int, ...]) -> np.n
     return w[0]
 
 
-def solve_ridge(a: np.ndarray, y: np.ndarray, ridge: float, *, with_bias: bool) -> tuple[np.ndarray, np.ndarray]:
-    """``argmin |a w + b - y|^2 + lam |w|^2`` with ``lam = ridge * mean(diag(a'a))``; b = 0 without bias."""
-    cols = a.shape[1]
-    design = np.hstack([a, np.ones((a.shape[0], 1))]) if with_bias else a
-    gram = design.T @ design
-    lam = ridge * float(np.trace(gram[:cols, :cols])) / max(cols, 1)
-    gram[np.arange(cols), np.arange(cols)] += lam
-    rhs = design.T @ y
-    try:
-        sol = np.linalg.solve(gram, rhs)
-    except np.linalg.LinAlgError:
-        sol = np.linalg.lstsq(gram, rhs, rcond=None)[0]
-    if with_bias:
-        return sol[:cols], sol[cols]
-    return sol, np.zeros(y.shape[1])
-
-
 def _same_pads(size: tuple[int, int], out: tuple[int, int], layer: Layer) -> tuple[int, int, int, int]:
     begin, end = [], []
     for i in range(2):

@@ -26,8 +26,9 @@ import onnx
 from onnx import numpy_helper
 
 from onnxprune.rewrite.capture import channel_means, rows_at, run_batches, sample_positions
-from onnxprune.rewrite.layers import Layer, conv_patches, describe_layers, solve_ridge
-from onnxprune.rewrite.stepper import Stepper
+from onnxprune.rewrite.layers import Layer, conv_patches, describe_layers
+from onnxprune.rewrite.normal import NormalEquations
+from onnxprune.rewrite.stepper import SegmentError, Stepper
 
 logger = logging.getLogger(__name__)
 
@@ -68,19 +69,30 @@ class ReconstructReport:
     seconds: float
 
 
+Target = tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]]
+
+
 def _original_targets(original: onnx.ModelProto, layers: Sequence[Layer], feeds: Mapping[str, np.ndarray],
-                      rng: np.random.Generator, options: ReconstructOptions
-                      ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]]]:
-    """Original outputs of each layer at sampled positions: (image, where, rows, output shape)."""
+                      rng: np.random.Generator, options: ReconstructOptions) -> dict[str, Target]:
+    """Original outputs of each layer at sampled positions: (image, where, rows, output shape).
+
+    Layers whose output is not batch-first (axis 0 is not the sample axis) are left out.
+    """
     names = [layer.output for layer in layers]
     found: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {n: [] for n in names}
     shapes: dict[str, tuple[int, ...]] = {}
+    count = len(next(iter(feeds.values())))
     for start, values in run_batches(original, feeds, names, batch_size=options.batch_size,
                                      threads=options.threads):
+        batch = min(options.batch_size, count - start)
         for layer, value in zip(layers, values):
+            if value.ndim < 2 or value.shape[0] != batch:
+                found.pop(layer.output, None)
+                continue
             image, where = sample_positions(value.shape, layer.out_axis, options.samples_per_image, start, rng)
             rows = rows_at(value, layer.out_axis, image - start, where).astype(np.float32)
-            found[layer.output].append((image, where, rows))
+            if layer.output in found:
+                found[layer.output].append((image, where, rows))
             shapes[layer.output] = value.shape
     return {n: (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
                 np.concatenate([p[2] for p in parts]), shapes[n]) for n, parts in found.items()}
@@ -88,7 +100,7 @@ def _original_targets(original: onnx.ModelProto, layers: Sequence[Layer], feeds:
 
 def _design(layer: Layer, x: np.ndarray, image: np.ndarray, where: np.ndarray,
             out_shape: tuple[int, ...]) -> np.ndarray:
-    """Rows of the layer's input that produce its output at the sampled positions."""
+    """Rows ``(R, groups, cols)`` of the layer's input that produce its output at the sampled positions."""
     if layer.op == "Conv":
         return conv_patches(layer, x, image, where, out_shape)
     if layer.op == "Gemm":
@@ -97,30 +109,40 @@ def _design(layer: Layer, x: np.ndarray, image: np.ndarray, where: np.ndarray,
     return flat[image, where][:, None, :]
 
 
-def _fit_layer(layer: Layer, weights: dict[str, np.ndarray], x: np.ndarray,
-               target: tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]], out_mask: np.ndarray,
-               ridge: float) -> LayerFit:
+def _start_fit(layer: Layer, weights: Mapping[str, np.ndarray], target: Target) -> NormalEquations:
+    w, _ = layer.get(weights)
+    outs = int(layer.out_mask.sum()) if layer.out_mask.size == target[2].shape[1] else target[2].shape[1]
+    return NormalEquations.empty(w.shape[0], w.shape[1], outs // w.shape[0], with_bias=layer.has_bias_slot)
+
+
+def _add_batch(layer: Layer, normal: NormalEquations, x: np.ndarray, start: int, target: Target) -> None:
+    """Accumulate the rows of samples ``[start, start + len(x))`` (``x`` is that batch of the input)."""
     image, where, rows, out_shape = target
-    y = rows[:, out_mask].astype(np.float64)
-    patches = _design(layer, x, image, where, out_shape)  # (R, groups, cols)
-    w, b = layer.get(weights)  # w: (groups, cols, outs_per_group), b: (outs,) or None
-    groups = w.shape[0]
-    per = y.shape[1] // groups
-    new_w, new_b = np.empty_like(w), np.zeros(y.shape[1])
-    err_before = err_after = 0.0
-    for g in range(groups):
-        a = patches[:, g].astype(np.float64)
-        yg = y[:, g * per:(g + 1) * per]
-        bias_g = b[g * per:(g + 1) * per] if b is not None else 0.0
-        err_before += float(np.square(a @ w[g] + bias_g - yg).sum())
-        new_w[g], bg = solve_ridge(a, yg, ridge, with_bias=layer.has_bias_slot)
-        new_b[g * per:(g + 1) * per] = bg
-        err_after += float(np.square(a @ new_w[g] + bg - yg).sum())
-    scale = float(np.square(y).sum()) or 1.0
-    if err_after > err_before:
-        return LayerFit(layer.node, "skipped", len(y), err_before / scale, err_before / scale)
-    layer.set(weights, new_w, new_b if layer.has_bias_slot else None)
-    return LayerFit(layer.node, "lstsq", len(y), err_before / scale, err_after / scale)
+    lo, hi = np.searchsorted(image, [start, start + len(x)])
+    y = rows[lo:hi]
+    if layer.out_mask.size == rows.shape[1]:
+        y = y[:, layer.out_mask]
+    normal.add(_design(layer, x, image[lo:hi] - start, where[lo:hi], out_shape), y)
+
+
+def _finish_fit(layer: Layer, weights: dict[str, np.ndarray], normal: NormalEquations, ridge: float) -> LayerFit:
+    """Solve, and keep the new weights only when they fit the samples at least as well."""
+    w, b = layer.get(weights)
+    groups, _, per = w.shape
+    old = w
+    if layer.has_bias_slot:
+        bias = np.zeros(groups * per) if b is None else b
+        old = np.concatenate([w, bias.reshape(groups, 1, per)], axis=1)
+    new = normal.solve(ridge)
+    scale = normal.target_energy() or 1.0
+    before, after = normal.error(old) / scale, normal.error(new) / scale
+    if after > before:
+        return LayerFit(layer.node, "skipped", normal.rows, before, before)
+    if layer.has_bias_slot:
+        layer.set(weights, new[:, :-1], new[:, -1].reshape(-1))
+    else:
+        layer.set(weights, new, None)
+    return LayerFit(layer.node, "lstsq", normal.rows, before, after)
 
 
 def _bias_fix(layer: Layer, weights: dict[str, np.ndarray], original_w: np.ndarray, means: np.ndarray,
@@ -153,6 +175,92 @@ def _finish(pruned: onnx.ModelProto, layers: Sequence[Layer], weights: dict[str,
     return out
 
 
+def _bias_fixes(original: onnx.ModelProto, layers: Sequence[Layer], weights: dict[str, np.ndarray],
+                feeds: Mapping[str, np.ndarray], options: ReconstructOptions,
+                on_layer: Callable[[str], None] | None) -> list[LayerFit]:
+    """Bias correction of ``layers`` from the original model's mean input channels."""
+    if not layers:
+        return []
+    means = channel_means(original, feeds, {x.input: x.in_axis for x in layers},
+                          batch_size=options.batch_size, threads=options.threads)
+    fits = []
+    for layer in layers:
+        fits.append(_bias_fix(layer, weights, layer.original_weight, means[layer.input], layer.in_mask,
+                              layer.out_mask))
+        if on_layer is not None:
+            on_layer(layer.node)
+    return fits
+
+
+def _fit_sequential(layers: Sequence[Layer], pruned: onnx.ModelProto, weights: dict[str, np.ndarray],
+                    feeds: Mapping[str, np.ndarray], targets: Mapping[str, Target], options: ReconstructOptions,
+                    on_layer: Callable[[str], None] | None) -> tuple[list[LayerFit], list[Layer]]:
+    """Fit layers in execution order, each on inputs that include every earlier fix.
+
+    When the model cannot be stepped (:class:`SegmentError`), the layers not fitted yet are fitted
+    on one full pass of the pruned model with the fixes made so far (a warning is logged).
+
+    Returns:
+        The fits, and the layers whose input is not batch-first (left for bias correction).
+    """
+    stepper = Stepper(pruned, feeds, batch_size=options.batch_size, threads=options.threads)
+    order = sorted(layers, key=lambda item: stepper.index_of(item.node))
+    fits: list[LayerFit] = []
+    for done, layer in enumerate(order):
+        try:
+            stepper.advance_to(stepper.index_of(layer.node))
+        except SegmentError as exc:
+            logger.warning("cannot run the model segment by segment (%s); fitting %d remaining layers on one "
+                           "pass of the pruned model", exc, len(order) - done)
+            rest, left = _fit_one_pass(order[done:], pruned, order[:done], weights, feeds, targets, options,
+                                       on_layer)
+            return fits + rest, left
+        normal = _start_fit(layer, weights, targets[layer.output])
+        for k, chunk in enumerate(stepper.values[layer.input]):
+            _add_batch(layer, normal, chunk, k * options.batch_size, targets[layer.output])
+        fits.append(_finish_fit(layer, weights, normal, options.ridge))
+        if fits[-1].method == "lstsq":
+            stepper.weights.update({n: weights[n].astype(np.float32) for n in layer.weight_names() if n in weights})
+            layer.attach(stepper.nodes[stepper.index_of(layer.node)], weights)
+        if on_layer is not None:
+            on_layer(layer.node)
+    return fits, []
+
+
+def _fit_one_pass(layers: Sequence[Layer], pruned: onnx.ModelProto, fitted: Sequence[Layer],
+                  weights: dict[str, np.ndarray], feeds: Mapping[str, np.ndarray], targets: Mapping[str, Target],
+                  options: ReconstructOptions, on_layer: Callable[[str], None] | None
+                  ) -> tuple[list[LayerFit], list[Layer]]:
+    """Fit ``layers`` together on one run of ``pruned`` carrying the ``fitted`` layers' new weights.
+
+    Returns:
+        The fits, and the layers whose input is not batch-first (not fitted).
+    """
+    current = _finish(pruned, fitted, weights)
+    normals = {x.node: _start_fit(x, weights, targets[x.output]) for x in layers}
+    inputs = list(dict.fromkeys(x.input for x in layers))
+    count = len(next(iter(feeds.values())))
+    bad: set[str] = set()
+    for start, values in run_batches(current, feeds, inputs, batch_size=options.batch_size,
+                                     threads=options.threads):
+        by_name = dict(zip(inputs, values))
+        for layer in layers:
+            x = by_name[layer.input]
+            if x.ndim < 2 or x.shape[0] != min(options.batch_size, count - start):
+                bad.add(layer.node)
+            elif layer.node not in bad:
+                _add_batch(layer, normals[layer.node], x, start, targets[layer.output])
+    fits = []
+    for layer in (x for x in layers if x.node not in bad):
+        fits.append(_finish_fit(layer, weights, normals[layer.node], options.ridge))
+        if on_layer is not None:
+            on_layer(layer.node)
+    if bad:
+        logger.warning("inputs of %s are not batch-first; bias correction instead of reconstruction",
+                       ", ".join(sorted(bad)))
+    return fits, [x for x in layers if x.node in bad]
+
+
 def repair(original: onnx.ModelProto, pruned: onnx.ModelProto, consumers: Sequence[str],
            masks: Mapping[str, np.ndarray], feeds: Mapping[str, np.ndarray], rng: np.random.Generator, *,
            mode: str = "reconstruct", options: ReconstructOptions | None = None,
@@ -179,29 +287,16 @@ def repair(original: onnx.ModelProto, pruned: onnx.ModelProto, consumers: Sequen
     if mode == "bias":
         fallback, layers = fallback + layers, []
     weights = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in pruned.graph.initializer}
-    fits: list[LayerFit] = []
-    if fallback:
-        means = channel_means(original, feeds, {f.input: f.in_axis for f in fallback},
-                              batch_size=options.batch_size, threads=options.threads)
-        for layer in fallback:
-            fits.append(_bias_fix(layer, weights, layer.original_weight, means[layer.input],
-                                  layer.in_mask, layer.out_mask))
-            if on_layer is not None:
-                on_layer(layer.node)
+    fits = _bias_fixes(original, fallback, weights, feeds, options, on_layer)
     if layers:
         targets = _original_targets(original, layers, feeds, rng, options)
-        stepper = Stepper(pruned, feeds, batch_size=options.batch_size, threads=options.threads)
-        for layer in sorted(layers, key=lambda item: stepper.index_of(item.node)):
-            stepper.advance_to(stepper.index_of(layer.node))
-            fit = _fit_layer(layer, weights, stepper.values[layer.input], targets[layer.output],
-                             layer.out_mask, options.ridge)
-            fits.append(fit)
-            if fit.method == "lstsq":
-                stepper.weights.update({n: weights[n].astype(np.float32) for n in layer.weight_names()
-                                        if n in weights})
-                layer.attach(stepper.nodes[stepper.index_of(layer.node)], weights)
-            if on_layer is not None:
-                on_layer(layer.node)
+        late = [x for x in layers if x.output not in targets]
+        if late:
+            logger.warning("outputs of %s are not batch-first; bias correction instead of reconstruction",
+                           ", ".join(x.node for x in late))
+        fitted, left = _fit_sequential([x for x in layers if x.output in targets], pruned, weights, feeds,
+                                       targets, options, on_layer)
+        fits += fitted + _bias_fixes(original, late + left, weights, feeds, options, on_layer)
     changed = {f.node for f in fits if f.method != "skipped"}
     model = _finish(pruned, [x for x in (*layers, *fallback) if x.node in changed], weights)
     report = ReconstructReport(layers=tuple(fits), seconds=time.perf_counter() - t0)

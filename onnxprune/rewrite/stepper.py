@@ -3,6 +3,8 @@
 Used by reconstruction: a layer's weights can be replaced between two segments, and the next
 segment sees the new weights, so each layer is fitted on inputs that already include every
 earlier fix (errors do not accumulate) while the whole model is executed only once.
+Held tensors are kept as per-batch chunks (``values[name][k]`` holds samples
+``[k * batch_size, (k + 1) * batch_size)``), so nothing is ever concatenated or copied.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxprune.rewrite.capture import Progress, run_batches, tensor_types
+from onnxprune.rewrite.capture import Progress, make_session, tensor_types
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +48,12 @@ class Stepper:
             copy.CopyFrom(node)
         self.weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
         self.types = tensor_types(model)
-        self.values: dict[str, np.ndarray] = dict(feeds)
         self.count = len(next(iter(feeds.values())))
+        self.values: dict[str, list[np.ndarray]] = {
+            name: [value[start:start + batch_size] for start in range(0, self.count, batch_size)]
+            for name, value in feeds.items()}
         self.batch_size, self.threads = batch_size, threads
+        self.chunks = -(-self.count // batch_size)
         self.pos = 0
         self.last_use: dict[str, int] = {}
         for index, node in enumerate(self.nodes):
@@ -90,14 +95,15 @@ class Stepper:
             [numpy_helper.from_array(np.asarray(self.weights[n]), n) for n in sorted(used)])
         seg_model = helper.make_model(graph, opset_imports=self.model.opset_import)
         seg_model.ir_version = self.model.ir_version
-        parts: list[list[np.ndarray]] = []
-        feeds = {n: self.values[n] for n in inputs}
-        for start, values in run_batches(seg_model, feeds, outputs, batch_size=self.batch_size,
-                                         threads=self.threads, on_batch=on_batch):
-            batch = min(self.batch_size, self.count - start)
+        session = make_session(seg_model, self.threads)
+        chunks: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
+        for k in range(self.chunks):
+            values = session.run(outputs, {n: self.values[n][k] for n in inputs})
+            batch = min(self.batch_size, self.count - k * self.batch_size)
             for name, value in zip(outputs, values):
                 if value.ndim == 0 or value.shape[0] != batch:
                     raise SegmentError(f"tensor '{name}' is not batch-first (shape {value.shape})")
-            parts.append(values)
-        for i, name in enumerate(outputs):
-            self.values[name] = np.concatenate([p[i] for p in parts]) if len(parts) > 1 else parts[0][i]
+                chunks[name].append(value)
+            if on_batch is not None:
+                on_batch(batch)
+        self.values.update(chunks)
