@@ -102,7 +102,14 @@ def _run_depth(depth: int, args: argparse.Namespace) -> list[dict[str, object]]:
                   f"{row['bias']:6.2f}  reconstruct {row['reconstruct']:6.2f}  ({row['reconstruct_s']:.1f} s, "
                   f"peak RSS {row['reconstruct_peak_rss_mb']:.0f} MB)", flush=True)
             rows.append(row)
+            _save(args.json, [*args.done, *rows])
     return rows
+
+
+def _save(path: Path, rows: list[dict[str, object]]) -> None:
+    """Write the rows so far (a long run keeps what finished)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rows, indent=2) + "\n")
 
 
 def load_proto(proto: object) -> object:
@@ -123,11 +130,11 @@ def main() -> int:
     parser.add_argument("--ridge", type=float, default=1e-4)
     parser.add_argument("--json", type=Path, default=ROOT / "build" / "bench_reconstruct.json")
     args = parser.parse_args()
-    rows = []
+    rows: list[dict[str, object]] = []
     for depth in (int(d) for d in args.depths.split(",")):
+        args.done = list(rows)
         rows += _run_depth(depth, args)
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        _save(args.json, rows)
     print(f"\n{'model':>9} {'plan':>12} {'criterion':>10} {'MACs':>6} {'none':>7} {'bias':>7} {'recon':>7} "
           f"{'recon s':>8} {'RSS MB':>7}")
     for r in rows:
