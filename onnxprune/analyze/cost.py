@@ -20,7 +20,8 @@ import onnx
 from onnxprune.analyze.types import Analysis, SliceConst
 from onnxprune.load import Model
 
-_FLOAT = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+_FLOAT = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
+                    onnx.TensorProto.BFLOAT16})
 ShapeOf = Callable[[str], tuple[int | None, ...] | None]
 
 

@@ -17,6 +17,8 @@ order); the plan keeps the highest scores.
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import logging
 from collections.abc import Callable, Mapping
 
@@ -46,7 +48,7 @@ def _fpgm(filters: np.ndarray) -> np.ndarray:
     return np.sqrt(dist2).sum(axis=1)
 
 
-CRITERIA: dict[str, Criterion] = {"l1": _l1, "l2": _l2, "fpgm": _fpgm}
+CRITERIA: Mapping[str, Criterion] = MappingProxyType({"l1": _l1, "l2": _l2, "fpgm": _fpgm})
 #: Every name accepted by ``--criterion`` (``bn`` and ``activation`` need more than weights).
 ALL_CRITERIA: tuple[str, ...] = ("l1", "l2", "fpgm", "bn", "activation")
 _SCALE_OPS = {"BatchNormalization": (1,), "InstanceNormalization": (1,), "Mul": (0, 1)}

@@ -5,8 +5,10 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from onnxprune.errors import PlanError
 
@@ -28,7 +30,7 @@ def r_param(error: float, macs: int, params: int) -> float:  # noqa: ARG001 - co
     return -error * math.log(max(params, 1))
 
 
-REWARDS: dict[str, RewardFn] = {"err": r_err, "flops": r_flops, "param": r_param}
+REWARDS: Mapping[str, RewardFn] = MappingProxyType({"err": r_err, "flops": r_flops, "param": r_param})
 
 
 def reward_fn(name: str) -> RewardFn:
