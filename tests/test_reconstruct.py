@@ -153,3 +153,76 @@ def test_activation_criterion_ranks_by_mean_abs_activation() -> None:
     assert int(np.argmin(scores)) == 3
     relu = np.maximum(np.einsum("oi,nihw->nohw", weights[:, :, 0, 0], feeds["x"]), 0)
     np.testing.assert_allclose(scores, relu.mean(axis=(0, 2, 3)), rtol=1e-4)
+
+
+def _reshape_chain(rng: np.random.Generator) -> onnx.ModelProto:
+    """Like _conv_chain (combos), then a Shape -> Slice -> Concat -> Reshape flatten and a Gemm head.
+
+    The Shape output is held across B, so the model cannot be run segment by segment.
+    """
+    base = _conv_chain(rng, combos=True)
+    nodes = [helper.make_node("Shape", ["x"], ["s"], name="shape"),
+             helper.make_node("Slice", ["s", "zero", "one"], ["n"], name="slice"),
+             helper.make_node("Concat", ["n", "minus1"], ["target"], name="concat", axis=0),
+             *base.graph.node]
+    nodes[-1].output[0] = "yb"
+    nodes += [helper.make_node("Reshape", ["yb", "target"], ["flat"], name="flatten"),
+              helper.make_node("Gemm", ["flat", "wc"], ["y"], name="C")]
+    inits = {t.name: numpy_helper.to_array(t) for t in base.graph.initializer}
+    model = _model(nodes, {**inits, "wc": rng.standard_normal((5 * 8 * 8, 3))}, [1, 4, 8, 8], [3])
+    model.graph.initializer.extend([numpy_helper.from_array(np.array([0], np.int64), "zero"),
+                                    numpy_helper.from_array(np.array([1], np.int64), "one"),
+                                    numpy_helper.from_array(np.array([-1], np.int64), "minus1")])
+    return model
+
+
+def test_reconstruct_falls_back_to_one_pass_when_stepping_fails(caplog) -> None:
+    rng = np.random.default_rng(9)
+    original, pruned, consumers, masks = _prune_group(_reshape_chain(rng), (0, 1, 2, 3))
+    feeds = {"x": rng.standard_normal((30, 4, 8, 8)).astype(np.float32)}
+    test = {"x": rng.standard_normal((5, 4, 8, 8)).astype(np.float32)}
+    want = run(original, test)[0]
+    assert np.abs(run(pruned, test)[0] - want).max() > 0.1
+    with caplog.at_level("WARNING", logger="onnxprune.rewrite.reconstruct"):
+        fixed, report = repair(original, pruned, consumers, masks, feeds, np.random.default_rng(1),
+                               options=ReconstructOptions(ridge=1e-10))
+    assert "segment by segment" in caplog.text
+    assert [f.method for f in report.layers] == ["lstsq"]
+    np.testing.assert_allclose(run(fixed, test)[0], want, rtol=1e-4, atol=1e-3)
+
+
+def _shared_weight_model(rng: np.random.Generator) -> onnx.ModelProto:
+    """A (combos) -> h; B = Conv(h, w, b); C = Conv(Relu(h) + 1, w, b) with the same ``w`` and ``b``; y = B + C.
+
+    The pruner gives each node its own sliced weight, but the (unsliced) bias stays shared.
+    """
+    base = _conv_chain(rng, combos=True)
+    inits = {t.name: numpy_helper.to_array(t) for t in base.graph.initializer}
+    nodes = [base.graph.node[0],
+             helper.make_node("Conv", ["h", "wb", "bb"], ["yb"], name="B", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["h"], ["r"], name="relu"),
+             helper.make_node("Add", ["r", "one"], ["r1"], name="plus"),
+             helper.make_node("Conv", ["r1", "wb", "bb"], ["yc"], name="C", pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["yb", "yc"], ["y"], name="sum")]
+    return _model(nodes, {**inits, "one": np.ones(1)}, [1, 4, 8, 8], [5, 8, 8])
+
+
+def test_shared_initializer_gets_one_copy_per_refitted_node() -> None:
+    rng = np.random.default_rng(10)
+    original, pruned, consumers, masks = _prune_group(_shared_weight_model(rng), (0, 1, 2, 3))
+    assert sorted(consumers) == ["B", "C"]
+    feeds = {"x": rng.standard_normal((40, 4, 8, 8)).astype(np.float32)}
+    fixed, report = repair(original, pruned, consumers, masks, feeds, np.random.default_rng(2),
+                           options=ReconstructOptions(ridge=1e-8))
+    nodes = {n.name: n for n in fixed.graph.node}
+    assert nodes["B"].input[2] != nodes["C"].input[2]
+    assert {f.method for f in report.layers} == {"lstsq"}
+    assert all(f.error_after < f.error_before for f in report.layers)
+    # B's input channels 4, 5 are exact combinations of 0..3: its own output is recovered exactly
+    probe = {"x": rng.standard_normal((4, 4, 8, 8)).astype(np.float32)}
+    from onnxprune.rewrite.capture import with_outputs
+    np.testing.assert_allclose(run(with_outputs(fixed, ["yb"]), probe)[0],
+                               run(with_outputs(original, ["yb"]), probe)[0], atol=1e-3)
+    test = {"x": rng.standard_normal((5, 4, 8, 8)).astype(np.float32)}
+    want = run(original, test)[0]
+    assert np.abs(run(fixed, test)[0] - want).mean() < np.abs(run(pruned, test)[0] - want).mean()

@@ -203,6 +203,46 @@ def _describe(orig: onnx.NodeProto, node: onnx.NodeProto, inits: Mapping[str, np
                     "original_weight": original_weight}), fittable
 
 
+def unshare_weights(model: onnx.ModelProto, nodes: Sequence[str]) -> onnx.ModelProto:
+    """Give each of ``nodes`` its own copy of a weight or bias initializer that other nodes also read.
+
+    Re-fitting one consumer must not change another node reading the same initializer. The copy is
+    named ``<initializer>__<node>``; ``model`` is not modified (returned as is when nothing is shared).
+    """
+    uses: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+    inits = {t.name: t for t in model.graph.initializer}
+    wanted = set(nodes)
+    shared = [(i, slot) for i, n in enumerate(model.graph.node) if n.name in wanted
+              for slot in (1, 2) if len(n.input) > slot and uses.get(n.input[slot], 0) > 1 and n.input[slot] in inits]
+    if not shared:
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    taken = set(inits) | {o for n in model.graph.node for o in n.output}
+    renamed: set[str] = set()
+    for index, slot in shared:
+        node = out.graph.node[index]
+        name = f"{node.input[slot]}__{node.name}"
+        while name in taken:
+            name += "_"
+        copy = onnx.TensorProto()
+        copy.CopyFrom(inits[node.input[slot]])
+        copy.name = name
+        renamed.add(node.input[slot])
+        out.graph.initializer.append(copy)
+        taken.add(name)
+        logger.info("node %s gets its own copy %s of a shared initializer", node.name, name)
+        node.input[slot] = name
+    used = {name for n in out.graph.node for name in n.input}
+    kept = [t for t in out.graph.initializer if t.name in used or t.name not in renamed]
+    del out.graph.initializer[:]
+    out.graph.initializer.extend(kept)
+    return out
+
+
 def describe_layers(original: onnx.ModelProto, pruned: onnx.ModelProto, consumers: Sequence[str],
                     masks: Mapping[str, np.ndarray]) -> tuple[list[Layer], list[Layer]]:
     """Split consumers into re-fittable layers and bias-correction-only layers (others are logged)."""

@@ -6,12 +6,16 @@ Contract:
     consumer nodes (Conv/Gemm/MatMul) whose input channels were removed, the original model's
     kept-flags per labeled tensor (``masks``), and calibration feeds.
     guarantees: a new model with the same graph as ``pruned``; only those consumers' weights and
-    biases change (a bias input is added where a Conv/Gemm had none). Reconstruction re-fits a
+    biases change (a bias input is added where a Conv/Gemm had none; a consumer reading an
+    initializer that other nodes also read gets its own copy). Reconstruction re-fits a
     consumer by ridge least squares so that, on the *pruned* model's inputs (including earlier
     fixes), its output at sampled positions matches the *original* model's output; a layer is
     never made worse on its samples. Layers that cannot be re-fitted (3-D convs, ``transA`` Gemm,
     non-constant weights) get bias correction: the removed channels' mean contribution
-    (mean activation x weight) folded into the bias.
+    (mean activation x weight) folded into the bias. Models that cannot be run segment by
+    segment (a held tensor such as a Shape output is not batch-first) are fitted on one pass of
+    the pruned model instead (logged); layers whose own input or output is not batch-first get
+    bias correction (logged).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import onnx
 from onnx import numpy_helper
 
 from onnxprune.rewrite.capture import channel_means, rows_at, run_batches, sample_positions
-from onnxprune.rewrite.layers import Layer, conv_patches, describe_layers
+from onnxprune.rewrite.layers import Layer, conv_patches, describe_layers, unshare_weights
 from onnxprune.rewrite.normal import NormalEquations
 from onnxprune.rewrite.stepper import SegmentError, Stepper
 
@@ -283,6 +287,7 @@ def repair(original: onnx.ModelProto, pruned: onnx.ModelProto, consumers: Sequen
     """
     options = options or ReconstructOptions()
     t0 = time.perf_counter()
+    pruned = unshare_weights(pruned, consumers)
     layers, fallback = describe_layers(original, pruned, consumers, masks)
     if mode == "bias":
         fallback, layers = fallback + layers, []
