@@ -45,6 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--target", type=str, required=True, help="fraction of --metric to remove (0.5: half)")
     parser.add_argument("--metric", choices=METRICS, default="macs", help="resource the target applies to")
     parser.add_argument("--agent", choices=pipeline.AGENTS, default="random", help="search agent (default random)")
+    parser.add_argument("--policy", type=Path, default=None, metavar="AGENT_PT",
+                        help="gnnrl: start from an agent trained on another model (<out>.agent.pt)")
     parser.add_argument("--episodes", type=int, default=30, metavar="N", help="candidates to evaluate")
     parser.add_argument("--warmup", type=int, default=None, metavar="N",
                         help="amc/agmc: random-action episodes before DDPG learns (default min(100, episodes // 3))")
@@ -123,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
             args.model, args.output, target=target, metric=args.metric, agent=args.agent, episodes=args.episodes,
             seed=args.seed, round_to=args.round_to, max_ratio=args.max_ratio, criterion=args.criterion,
             reward=args.reward, data=data, runtime=Runtime(device="cpu", threads=args.threads) if data else None,
-            resume=args.resume, on_episode=on_episode, warmup=args.warmup,
+            resume=args.resume, on_episode=on_episode, warmup=args.warmup, policy=args.policy,
             input_shapes=parse_input_shapes(args.input_shape))
     console.print(_table(report))
     console.print(_widths(report))

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +29,12 @@ from onnxprune.evaluate import DataSpec, Runtime, evaluate, open_data
 from onnxprune.io import save_model, write_json_atomic
 from onnxprune.load import load, normalize, read
 from onnxprune.pipeline.deploying import DeployOptions, check_deploy, export_repo, finish, run_metadata
+from onnxprune.pipeline.gnnrl import run_gnnrl
 from onnxprune.rewrite import prune_model
 from onnxprune.search.baselines import OnEpisode, SearchState, random_search, uniform_search
 from onnxprune.search.ddpg import DDPGConfig, ddpg_search, default_warmup
 from onnxprune.search.env import CompressionEnv, Episode
+from onnxprune.search.ppo import PPOConfig
 from onnxprune.search.reward import reward_fn
 from onnxprune.search.space import SearchSpace
 from onnxprune.search.states import STATE_KINDS, make_states
@@ -111,7 +113,7 @@ class CompressReport:
                 "best": self.best.to_json(), "triton_dir": str(self.triton_dir) if self.triton_dir else None}
 
 
-AGENTS: tuple[str, ...] = ("uniform", "random", *STATE_KINDS)
+AGENTS: tuple[str, ...] = ("uniform", "random", *STATE_KINDS, "gnnrl")
 
 
 def _checkpoint_path(output: Path) -> Path:
@@ -150,6 +152,7 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
                   round_to: int = 1, max_ratio: float = 0.8, criterion: str = "l1", reward: str = "err",
                   data: DataSpec | None = None, runtime: Runtime | None = None, resume: bool = False,
                   on_episode: OnEpisode | None = None, warmup: int | None = None,
+                  policy: str | os.PathLike[str] | None = None, ppo: PPOConfig | None = None,
                   input_shapes: Mapping[str, Sequence[int]] | None = None,
                   deploy: DeployOptions | None = None) -> CompressReport:
     """Search per-group ratios meeting ``target`` and save the best pruned model to ``output``.
@@ -165,6 +168,8 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
         raise OutputError(f"-o {output} is the input model; choose another output path (the input is never modified)")
     if agent not in AGENTS:
         raise PlanError(f"--agent {agent} is not available; use one of {', '.join(AGENTS)}")
+    if policy is not None and agent != "gnnrl":
+        raise PlanError("--policy is read by the gnnrl agent only; add --agent gnnrl or drop --policy")
     deploy = deploy or DeployOptions()
     original = read(source)
     check_deploy(original, deploy)
@@ -184,6 +189,9 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
                                  "criterion": criterion, "reward": reward, "data": str(data.path) if data else None}
     if agent in STATE_KINDS:
         config["warmup"] = default_warmup(episodes) if warmup is None else warmup
+    if agent == "gnnrl":  # the agent file is part of the run: a resume must name the same one
+        config["policy"] = str(Path(policy).resolve()) if policy is not None else None
+        config["ppo"] = asdict(ppo or PPOConfig())
     checkpoint = _checkpoint_path(target_path)
     state = _read_checkpoint(checkpoint, config) if resume and checkpoint.exists() else None
 
@@ -199,6 +207,9 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     elif agent in STATE_KINDS:  # DDPG on AMC's handcrafted state or AGMC's encoder-decoder state
         state = ddpg_search(env, make_states(agent, env, seed=seed), episodes, seed=seed, agent=agent,
                             config=DDPGConfig(warmup=int(config["warmup"])), state=state, on_episode=record)
+    elif agent == "gnnrl":  # PPO over the m-GNN policy; the agent is saved as <output>.agent.pt
+        state = run_gnnrl(env, episodes, seed=seed, output=target_path, run=config, resume=resume,
+                          policy=Path(policy) if policy is not None else None, config=ppo, on_episode=record)
     else:
         state = random_search(env, episodes, seed=seed, state=state, on_episode=record)
     best = state.best

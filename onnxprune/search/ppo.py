@@ -1,0 +1,345 @@
+"""GNN-RL's agent: PPO over the m-GNN policy, in the style of cleanrl's ``ppo_continuous_action``.
+
+Read top to bottom: :class:`PPOConfig` (every knob), :func:`gae` (advantages), one episode
+(:func:`run_episode`), one PPO update (:func:`ppo_update`), the loop (:func:`ppo_search`) and the
+agent checkpoint (:class:`AgentCheckpoint`).
+
+**Episode (multi-step, as GNN-RL).** An episode takes ``PPOConfig.steps`` pruning steps. At step
+``k`` the state is the m-GNN embedding of the network as pruned so far (the graph is updated in
+place, not rebuilt from ONNX); the policy draws one Gaussian action vector ``a_k`` (per group,
+the fraction of the *remaining* channels to remove); the removed fractions become
+``r <- 1 - (1 - r)(1 - clip(a_k, 0, max_ratio))`` and are rescaled with AGMC's Algorithm 1
+(:func:`~onnxprune.search.rescale.rescale`) to the intermediate target ``target * (k + 1) / steps``,
+so each step prunes a fraction more and the last one lands on the target. Only the last step
+builds and scores a candidate: its reward is the environment's reward (validation accuracy of
+the pruned model, e.g. ``R_err = -error``); earlier steps get reward 0. ``steps=1`` is the
+one-step-per-episode variant.
+
+**Reproducibility.** All randomness (parameters, action noise, minibatch order) comes from one
+``torch.Generator`` seeded with the run's seed; its state is in the checkpoint, so a run resumed
+from an update boundary continues exactly as the uninterrupted run (on CPU).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import logging
+import math
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from onnxprune.embed import make_generator
+from onnxprune.errors import PlanError
+from onnxprune.search.baselines import OnEpisode, SearchState
+from onnxprune.search.env import CompressionEnv, Episode
+from onnxprune.search.gnn_policy import GNNPolicy, Observation, PolicyGraph
+from onnxprune.search.rescale import rescale
+
+logger = logging.getLogger(__name__)
+
+AGENT_FORMAT = 1  # version of the agent checkpoint layout
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """Hyperparameters of the GNN-RL PPO agent (cleanrl defaults where they apply).
+
+    Attributes:
+        steps: Pruning steps per episode; step ``k`` reaches ``target * (k + 1) / steps``.
+        episodes_per_update: Episodes collected before each PPO update (the rollout).
+        update_epochs: Passes over the rollout per update.
+        minibatches: Minibatches per pass.
+        learning_rate: Adam step size.
+        gamma: Discount factor.
+        gae_lambda: GAE's lambda.
+        clip_coef: PPO ratio clipping (and value clipping) range.
+        clip_vloss: Clip the value loss as PPO2 does.
+        norm_adv: Normalize advantages per minibatch (when it has two or more samples).
+        ent_coef: Weight of the entropy bonus.
+        vf_coef: Weight of the value loss.
+        max_grad_norm: Global gradient-norm clip.
+        target_kl: Stop the update's epochs early above this approximate KL (``None``: never).
+        hidden: Width of the m-GNN embedding and of the MLPs.
+        layers: Message-passing rounds per m-GNN stage.
+        init_std: Initial standard deviation of the per-group Gaussian (fraction-removed units).
+        torch_threads: Torch intra-op threads while the agent runs (its tensors are tiny: more
+            threads only add overhead, about 8x on a loaded 2-core machine; restored afterwards).
+    """
+
+    steps: int = 3
+    episodes_per_update: int = 4
+    update_epochs: int = 4
+    minibatches: int = 2
+    learning_rate: float = 3e-4
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_coef: float = 0.2
+    clip_vloss: bool = True
+    norm_adv: bool = True
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    target_kl: float | None = None
+    hidden: int = 64
+    layers: int = 2
+    init_std: float = 0.15
+    torch_threads: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "episodes_per_update", "update_epochs", "minibatches", "hidden", "layers",
+                     "torch_threads"):
+            if int(getattr(self, name)) < 1:
+                raise PlanError(f"PPO {name}={getattr(self, name)}: give 1 or more")
+
+
+#: Fields of :class:`PPOConfig` that shape the network (taken from a loaded agent).
+NETWORK_FIELDS: tuple[str, ...] = ("hidden", "layers")
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One step of an episode, as stored in the rollout."""
+
+    obs: Observation
+    action: Tensor
+    logprob: float
+    value: float
+    reward: float
+    done: bool
+
+
+def gae(rewards: np.ndarray, values: np.ndarray, dones: np.ndarray, next_value: float, *, gamma: float,
+        lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """Generalized advantage estimation over a rollout.
+
+    ``delta_t = r_t + gamma * V_{t+1} * (1 - done_t) - V_t`` and
+    ``A_t = delta_t + gamma * lam * (1 - done_t) * A_{t+1}``.
+
+    Args:
+        rewards: ``[T]`` rewards.
+        values: ``[T]`` critic values of the states.
+        dones: ``[T]`` 1 where step ``t`` ended its episode (nothing is bootstrapped across it).
+        next_value: Value of the state after the last step (used only if it did not end an episode).
+        gamma: Discount factor.
+        lam: GAE's lambda.
+
+    Returns:
+        ``(advantages, returns)``, each ``[T]``; ``returns = advantages + values``.
+    """
+    advantages = np.zeros(len(rewards), dtype=np.float64)
+    last = 0.0
+    for t in reversed(range(len(rewards))):
+        following = next_value if t == len(rewards) - 1 else float(values[t + 1])
+        live = 1.0 - float(dones[t])
+        delta = float(rewards[t]) + gamma * following * live - float(values[t])
+        last = delta + gamma * lam * live * last
+        advantages[t] = last
+    return advantages, advantages + np.asarray(values, dtype=np.float64)
+
+
+def run_episode(env: CompressionEnv[Any], graph: PolicyGraph, policy: GNNPolicy, config: PPOConfig,
+                generator: torch.Generator, index: int) -> tuple[list[Transition], Episode, Any]:
+    """Play episode ``index``: ``config.steps`` pruning steps, the last one scored by ``env``."""
+    space = env.space
+    removed = np.zeros(len(space))
+    transitions: list[Transition] = []
+    for k in range(config.steps):
+        obs = graph.observe(removed, k / config.steps, env.target)
+        with torch.no_grad():
+            dist, value = policy(obs)
+            action = dist.mean + dist.stddev * torch.randn(dist.mean.shape, generator=generator)
+            logprob = float(dist.log_prob(action).sum())
+        step = np.clip(action.numpy().astype(np.float64), 0.0, space.max_ratio)
+        requested = 1.0 - (1.0 - removed) * (1.0 - step)
+        if k < config.steps - 1:
+            fitted = rescale(space, requested, env.target * (k + 1) / config.steps, metric=env.metric)
+            removed = np.asarray(fitted.actions, dtype=np.float64)
+            transitions.append(Transition(obs, action, logprob, float(value), 0.0, False))
+            continue
+        env.episodes = index
+        episode, candidate = env.evaluate_with_candidate(requested.tolist())
+        transitions.append(Transition(obs, action, logprob, float(value), episode.reward, True))
+    return transitions, episode, candidate
+
+
+def ppo_update(policy: GNNPolicy, optimizer: torch.optim.Optimizer, rollout: list[Transition], config: PPOConfig,
+               generator: torch.Generator) -> dict[str, float]:
+    """One PPO update (clipped surrogate, clipped value loss, entropy bonus) on a rollout of whole episodes.
+
+    Returns:
+        Statistics of the last minibatch: ``policy_loss``, ``value_loss``, ``entropy``, ``approx_kl``.
+    """
+    rewards = np.array([t.reward for t in rollout])
+    values = np.array([t.value for t in rollout])
+    advantages, returns = gae(rewards, values, np.array([t.done for t in rollout], dtype=np.float64), 0.0,
+                              gamma=config.gamma, lam=config.gae_lambda)
+    adv_all, ret_all = torch.as_tensor(advantages, dtype=torch.float32), torch.as_tensor(returns, dtype=torch.float32)
+    old_logp = torch.tensor([t.logprob for t in rollout])
+    old_value = torch.tensor([t.value for t in rollout])
+    size = max(1, math.ceil(len(rollout) / config.minibatches))
+    stats: dict[str, float] = {}
+    for _ in range(config.update_epochs):
+        order = torch.randperm(len(rollout), generator=generator)
+        for start in range(0, len(rollout), size):
+            mb = order[start:start + size]
+            outs = [policy(rollout[int(i)].obs) for i in mb]
+            new_logp = torch.stack([d.log_prob(rollout[int(i)].action).sum() for (d, _), i in zip(outs, mb)])
+            entropy = torch.stack([d.entropy().sum() for d, _ in outs]).mean()
+            new_value = torch.stack([v for _, v in outs])
+            log_ratio = new_logp - old_logp[mb]
+            ratio = log_ratio.exp()
+            adv = adv_all[mb]
+            if config.norm_adv and len(mb) > 1:
+                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - config.clip_coef, 1 + config.clip_coef)).mean()
+            v_loss_plain = (new_value - ret_all[mb]) ** 2
+            if config.clip_vloss:
+                clipped = old_value[mb] + (new_value - old_value[mb]).clamp(-config.clip_coef, config.clip_coef)
+                v_loss = 0.5 * torch.max(v_loss_plain, (clipped - ret_all[mb]) ** 2).mean()
+            else:
+                v_loss = 0.5 * v_loss_plain.mean()
+            loss = pg_loss - config.ent_coef * entropy + config.vf_coef * v_loss
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+            optimizer.step()
+            with torch.no_grad():
+                approx_kl = float(((ratio - 1) - log_ratio).mean())
+            stats = {"policy_loss": float(pg_loss.detach()), "value_loss": float(v_loss.detach()),
+                     "entropy": float(entropy.detach()), "approx_kl": approx_kl}
+        if config.target_kl is not None and stats.get("approx_kl", 0.0) > config.target_kl:
+            break
+    return stats
+
+
+@dataclass(frozen=True)
+class AgentCheckpoint:
+    """A trained (or training) agent: enough to resume the run or to start another model's search.
+
+    Attributes:
+        config: The PPO configuration.
+        policy: The network's ``state_dict``.
+        optimizer: Adam's ``state_dict``.
+        rng: State of the run's ``torch.Generator``.
+        search: The :class:`SearchState` at this point, as JSON.
+        updates: PPO updates done.
+    """
+
+    config: PPOConfig
+    policy: Mapping[str, Tensor]
+    optimizer: Mapping[str, Any]
+    rng: Tensor
+    search: Mapping[str, Any]
+    updates: int
+
+    def to_bytes(self, extra: Mapping[str, Any] | None = None) -> bytes:
+        """Serialized with ``torch.save`` (only tensors and plain values; ``extra`` must be JSON-ready)."""
+        buffer = io.BytesIO()
+        torch.save({"format": AGENT_FORMAT, "config": asdict(self.config), "policy": dict(self.policy),
+                    "optimizer": dict(self.optimizer), "rng": self.rng, "search": json.dumps(self.search),
+                    "updates": self.updates, "extra": json.dumps(dict(extra or {}))}, buffer)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str = "agent") -> tuple[AgentCheckpoint, dict[str, Any]]:
+        """Inverse of :meth:`to_bytes`; returns the checkpoint and its ``extra``."""
+        try:
+            raw = torch.load(io.BytesIO(data), weights_only=True)
+            if raw.get("format") != AGENT_FORMAT:
+                raise ValueError(f"format {raw.get('format')} (expected {AGENT_FORMAT})")
+            known = {f.name for f in fields(PPOConfig)}
+            config = PPOConfig(**{k: v for k, v in raw["config"].items() if k in known})
+            return cls(config=config, policy=raw["policy"], optimizer=raw["optimizer"], rng=raw["rng"],
+                       search=json.loads(raw["search"]), updates=int(raw["updates"])), json.loads(raw["extra"])
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+            raise PlanError(f"{source} is not an onnxprune gnnrl agent ({exc}); pass a <out>.agent.pt "
+                            "written by `onnxprune compress --agent gnnrl`") from exc
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with ``count`` torch intra-op threads, then restore the previous count."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def ppo_search(env: CompressionEnv[Any], episodes: int, *, seed: int, config: PPOConfig | None = None,
+               resume: AgentCheckpoint | None = None, transfer: AgentCheckpoint | None = None,
+               on_episode: OnEpisode | None = None,
+               on_update: Callable[[AgentCheckpoint], None] | None = None) -> tuple[SearchState, AgentCheckpoint]:
+    """Train the GNN-RL agent for ``episodes`` episodes on ``env``; the best episode is the result.
+
+    Args:
+        env: The environment (its space, target, metric, candidate builder and score).
+        episodes: Total episodes of the run (a resumed run does only the rest).
+        seed: Seed of the run.
+        config: PPO hyperparameters (default :class:`PPOConfig`); a resumed run uses the checkpoint's.
+        resume: Checkpoint of this run at an update boundary.
+        transfer: An agent trained on another model: its network weights (and network shape) start
+            the search; the optimizer and generator start fresh.
+        on_episode: Called after every episode (progress, best model on disk).
+        on_update: Called with the checkpoint after every update.
+
+    Returns:
+        The final search state and agent checkpoint.
+    """
+    if episodes < 1:
+        raise PlanError(f"--episodes {episodes}: give 1 or more")
+    chosen = resume.config if resume is not None else (config or PPOConfig())
+    with torch_threads(chosen.torch_threads):
+        return _train(env, episodes, seed=seed, config=chosen, resume=resume, transfer=transfer,
+                      on_episode=on_episode, on_update=on_update)
+
+
+def _train(env: CompressionEnv[Any], episodes: int, *, seed: int, config: PPOConfig, resume: AgentCheckpoint | None,
+           transfer: AgentCheckpoint | None, on_episode: OnEpisode | None,
+           on_update: Callable[[AgentCheckpoint], None] | None) -> tuple[SearchState, AgentCheckpoint]:
+    """The loop of :func:`ppo_search`: collect ``episodes_per_update`` episodes, update, checkpoint."""
+    if transfer is not None and resume is None:
+        config = replace(config, **{k: getattr(transfer.config, k) for k in NETWORK_FIELDS})
+    generator = make_generator(seed)
+    graph = PolicyGraph(env.space, env.metric)
+    policy = GNNPolicy(config.hidden, config.layers, max_ratio=env.space.max_ratio, init_std=config.init_std,
+                       generator=generator)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate, eps=1e-5)
+    state, updates = SearchState(agent="gnnrl", seed=seed), 0
+    if resume is not None:
+        policy.load_state_dict(dict(resume.policy))
+        optimizer.load_state_dict(dict(resume.optimizer))
+        generator.set_state(resume.rng)
+        state, updates = SearchState.from_json(dict(resume.search)), resume.updates
+    elif transfer is not None:
+        policy.load_state_dict(dict(transfer.policy))
+
+    def snapshot() -> AgentCheckpoint:
+        return AgentCheckpoint(config=config, policy=copy.deepcopy(policy.state_dict()),
+                               optimizer=copy.deepcopy(optimizer.state_dict()), rng=generator.get_state(),
+                               search=state.to_json(), updates=updates)
+
+    while state.next_episode < episodes:
+        rollout: list[Transition] = []
+        for index in range(state.next_episode, min(episodes, state.next_episode + config.episodes_per_update)):
+            transitions, episode, candidate = run_episode(env, graph, policy, config, generator, index)
+            rollout.extend(transitions)
+            state, better = state.record(episode)
+            if on_episode is not None:
+                on_episode(episode, state, candidate, better)
+        stats = ppo_update(policy, optimizer, rollout, config, generator)
+        updates += 1
+        logger.info("PPO update %d after episode %d: %s", updates, state.next_episode - 1,
+                    ", ".join(f"{k} {v:.4g}" for k, v in stats.items()))
+        if on_update is not None:
+            on_update(snapshot())
+    return state, snapshot()
