@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from onnxprune import pipeline
+from onnxprune.commands._deploy_options import add_deploy_options, deploy_options
 from onnxprune.commands._model_options import add_input_shape_option, parse_input_shapes
 from onnxprune.analyze.importance import ALL_CRITERIA
 from onnxprune.errors import DataError, PlanError
@@ -43,18 +44,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="fold removed channels' mean contribution into biases (needs --calib)")
     parser.add_argument("--calib", type=Path, default=None, metavar="FILE",
                         help="calibration data (.npz with images, or an image folder)")
-    parser.add_argument("--calib-size", type=int, default=2000, metavar="N", help="calibration images used")
+    parser.add_argument("--calib-size", type=int, default=2000, metavar="N", help="calibration images used (all of them when the data has fewer)")
     parser.add_argument("--preprocess", default=None, help="preprocessing preset of the calibration images")
     parser.add_argument("--seed", type=int, default=0, help="seed of the calibration subset and sampling")
     parser.add_argument("--plan", type=str, default=None, help="apply this plan JSON instead of --ratio")
     parser.add_argument("--save-plan", type=Path, default=None, help="write the applied plan as JSON")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the report as JSON")
     add_input_shape_option(parser)
+    add_deploy_options(parser, triton=False)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     ratio = _ratio(args.ratio)
+    deploy = deploy_options(args, args.output)
     plan = Plan.read(args.plan) if args.plan else None
     if args.calib_size < 1:
         raise DataError(f"--calib-size {args.calib_size}: give a positive number of images")
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     report = pipeline.prune_file(args.model, args.output, ratio=ratio, round_to=args.round_to,
                                  criterion=args.criterion, plan=plan,
                                  input_shapes=parse_input_shapes(args.input_shape), calib=calib,
-                                 repair_mode=mode)
+                                 repair_mode=mode, deploy=deploy)
     table = Table(title=f"{args.model.name} -> {report.output.name}")
     for column in ("", "before", "after", "ratio"):
         table.add_column(column, justify="right")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -42,9 +44,29 @@ def analyze_file(path: str | os.PathLike[str], *, input_shapes: Mapping[str, Seq
     return analysis, report
 
 
+def _npz_count(path: Path) -> int | None:
+    """Samples in an ``.npz``'s ``images`` (read from the array header only); None when unknown."""
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open("images.npy") as member:
+            major, _ = np.lib.format.read_magic(member)
+            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, _, _ = read_header(member)  # the header only, no data
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+    return int(shape[0]) if shape else None
+
+
 def calibration_feeds(model: str | os.PathLike[str], data: DataSpec, *, threads: int | None = None
                       ) -> dict[str, np.ndarray]:
-    """Load calibration inputs for ``model`` (``data.val_split`` samples, seeded) into memory."""
+    """Load calibration inputs for ``model`` (``data.val_split`` samples, seeded) into memory.
+
+    An ``.npz`` with fewer samples than ``data.val_split`` is used whole (logged).
+    """
+    if data.val_split is not None and data.path is not None and Path(data.path).is_file():
+        count = _npz_count(Path(data.path))
+        if count is not None and 0 < count < data.val_split:
+            logger.info("calibration: %s has %d samples (< %d), using all", data.path, count, data.val_split)
+            data = dataclasses.replace(data, val_split=None)
     session = Runtime("cpu", threads).session(model)
     parts: dict[str, list[np.ndarray]] = {}
     for batch in open_data(data, session.inputs).batches(1000):
@@ -96,7 +118,7 @@ def prune_file(path: str | os.PathLike[str], output: str | os.PathLike[str], *, 
         raise OutputError(f"-o {output} is the input model; choose another output path (the input is never modified)")
     deploy = deploy or DeployOptions()
     original = read(source)
-    check_deploy(original, deploy)
+    check_deploy(original, deploy, np.random.default_rng(calib.seed if calib is not None else 0))
     analysis, _ = analyze_file(source, input_shapes=input_shapes)
     keep_count(1, ratio, round_to)  # validates ratio / round_to before any work
     if (repair_mode is not None or criterion == "activation") and calib is None:
