@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from onnxprune import pipeline
+from onnxprune.commands._deploy_options import add_deploy_options, deploy_options
 from onnxprune.commands._model_options import add_input_shape_option, parse_input_shapes
 from onnxprune.commands.eval import data_spec
 from onnxprune.pipeline.compressing import CompressReport
@@ -64,6 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="ONNX Runtime intra-op threads")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the report as JSON")
     add_input_shape_option(parser)
+    add_deploy_options(parser, triton=True)
     parser.set_defaults(run=run)
 
 
@@ -103,6 +105,7 @@ def _widths(report: CompressReport) -> Table:
 def run(args: argparse.Namespace) -> int:
     """Run the search and print the report."""
     target = _fraction(args.target)
+    deploy = deploy_options(args, args.output)
     data = _data(args)
     console = Console()
     if data is None:
@@ -126,11 +129,13 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed, round_to=args.round_to, max_ratio=args.max_ratio, criterion=args.criterion,
             reward=args.reward, data=data, runtime=Runtime(device="cpu", threads=args.threads) if data else None,
             resume=args.resume, on_episode=on_episode, warmup=args.warmup, policy=args.policy,
-            input_shapes=parse_input_shapes(args.input_shape))
+            input_shapes=parse_input_shapes(args.input_shape), deploy=deploy)
     console.print(_table(report))
     console.print(_widths(report))
     console.print(f"removed {report.achieved:.1%} of {report.metric} (target {report.target:.0%}); "
                   f"wrote {report.output}")
+    if report.triton_dir is not None:
+        console.print(f"wrote Triton model {report.triton_dir} (config.pbtxt, 1/model.onnx)")
     if args.json is not None:
         write_json_atomic(args.json, report.to_json())
     return 0

@@ -172,7 +172,7 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
         raise PlanError("--policy is read by the gnnrl agent only; add --agent gnnrl or drop --policy")
     deploy = deploy or DeployOptions()
     original = read(source)
-    check_deploy(original, deploy)
+    check_deploy(original, deploy, np.random.default_rng(seed))
     started = time.perf_counter()
     analysis = analyze(load(source, input_shapes=input_shapes))
     space = SearchSpace.build(analysis, weight_importance(analysis, criterion), max_ratio=max_ratio,

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import version_converter
 
 from onnxprune.deploy.interface import restore_interface
+from onnxprune.deploy.opset import convert_opset
 from onnxprune.deploy.runner import output_diff
 from onnxprune.deploy.simplify import simplify
 from onnxprune.deploy.triton import TritonOptions, check_export, export_triton
@@ -59,18 +59,10 @@ class DeployOptions:
     force: bool = False
 
 
-def _convert(model: onnx.ModelProto, opset: int, fix: str) -> None:
-    """Raise :class:`UnsupportedInput` (ending with ``fix``) if ``model`` cannot go to ``opset``."""
-    try:
-        version_converter.convert_version(model, opset)
-    except Exception as exc:  # the converter raises bare RuntimeErrors and others
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise UnsupportedInput(f"the model cannot be converted from opset {default_opset(model)} to {opset} "
-                               f"({first}); {fix}") from exc
-
-
-def check_deploy(original: onnx.ModelProto, options: DeployOptions) -> None:
+def check_deploy(original: onnx.ModelProto, options: DeployOptions, rng: np.random.Generator) -> None:
     """Refuse bad deploy settings before any work (writes nothing).
+
+    ``--opset`` is tried on the (simplified) original: pruning keeps its op types.
 
     Raises:
         UnsupportedInput: an ``opset`` out of range or impossible for this model; a model that
@@ -83,7 +75,9 @@ def check_deploy(original: onnx.ModelProto, options: DeployOptions) -> None:
             raise UnsupportedInput(f"--opset {options.opset} is outside 7..{newest} (this onnx); "
                                    f"choose an opset in that range or leave it out")
         if options.opset != default_opset(original) and original.ByteSize() < PROTOBUF_LIMIT:
-            _convert(original, options.opset, "choose another --opset or leave it out")
+            # the output is converted after simplification (e.g. BatchNorm folded away): try that
+            proxy = simplify(original) if options.simplify else original
+            convert_opset(proxy, options.opset, rng)
     if options.triton_repo is not None:
         if options.triton is None:
             raise UnsupportedInput("a Triton repository needs a model name; pass --triton-name")
@@ -134,10 +128,18 @@ def finish(original: onnx.ModelProto, pruned: onnx.ModelProto, options: DeployOp
         InvalidModel: the result fails the ONNX checker.
     """
     model = _simplified(pruned, rng) if options.simplify else pruned
-    opset = options.opset
-    if opset is None and default_opset(model) != default_opset(original):
-        opset = default_opset(original)  # the pipeline upgraded it (opset < 13): convert back
-        _convert(model, opset, f"pass --opset {default_opset(model)} to accept the upgrade")
+    opset, upgraded = options.opset, default_opset(model)
+    if opset is None and upgraded != default_opset(original):
+        opset = default_opset(original)  # the load stage upgraded it (opset < 13): convert back
+    if opset is not None:
+        try:
+            model = convert_opset(model, opset, rng)
+        except UnsupportedInput as exc:
+            if options.opset is not None:
+                raise
+            logger.info("no way back to opset %d: %s", opset, exc)
+            raise UnsupportedInput(f"the pruned model (opset {upgraded}) cannot go back to the input's opset "
+                                   f"{opset}; pass --opset {upgraded} to accept the upgrade") from exc
     return restore_interface(original, model, opset=opset, extra_metadata=metadata)
 
 
