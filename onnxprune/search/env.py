@@ -113,7 +113,7 @@ class CompressionEnv(Generic[Candidate]):
         Args:
             space: Groups, rounding and the exact cost model.
             target: Fraction of ``metric`` to remove.
-            metric: ``macs`` or ``params``.
+            metric: ``macs``, ``params`` or ``latency`` (predicted by ``space.latency``).
             apply: Builds the candidate model of a plan (e.g. rewrite, plus reconstruction).
             score: Validation top-1 of a candidate in ``[0, 1]``; ``None`` for data-free runs.
             reward: Reward of ``(error, macs, params)``.

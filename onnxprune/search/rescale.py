@@ -20,7 +20,7 @@ import numpy as np
 
 from onnxprune.analyze.cost import group_shares
 from onnxprune.errors import PlanError
-from onnxprune.search.space import METRICS, SearchSpace, metric_value
+from onnxprune.search.space import METRICS, SearchSpace
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class Rescaled:
     Attributes:
         actions: Fractions removed per group (after rounding to keep counts).
         keeps: Units kept per group.
-        value: Resource of the pruned model (MACs or params).
+        value: Resource of the pruned model (MACs, params or predicted milliseconds).
         base: Resource of the unpruned model.
         goal: ``(1 - target) * base``.
         rounds: Exact cost evaluations used.
@@ -42,8 +42,8 @@ class Rescaled:
 
     actions: tuple[float, ...]
     keeps: tuple[int, ...]
-    value: int
-    base: int
+    value: float
+    base: float
     goal: float
     rounds: int
 
@@ -58,22 +58,31 @@ class _Meter:
 
     def __init__(self, space: SearchSpace, metric: str) -> None:
         self.space, self.metric = space, metric
-        self.cache: dict[tuple[int, ...], int] = {}
+        self.cache: dict[tuple[int, ...], float] = {}
 
-    def __call__(self, keeps: tuple[int, ...]) -> int:
+    def __call__(self, keeps: tuple[int, ...]) -> float:
         if keeps not in self.cache:
-            self.cache[keeps] = metric_value(self.space.cost(keeps), self.metric)
+            self.cache[keeps] = self.space.measure(keeps, self.metric)
         return self.cache[keeps]
 
 
 def group_weights(space: SearchSpace, metric: str) -> np.ndarray:
-    """``W_t``: share of the unpruned resource touching each group of the space."""
+    """``W_t``: share of the unpruned resource touching each group of the space.
+
+    For ``latency`` (no closed form) it is measured: the predicted time saved by pruning group
+    ``t`` alone to ``max_ratio``, divided by ``max_ratio`` and the unpruned time.
+    """
     if metric not in METRICS:
         raise PlanError(f"--metric {metric} is not supported; use one of {', '.join(METRICS)}")
+    if metric == "latency":
+        full = space.measure(space.sizes, metric)
+        saved = [full - space.measure(space.sizes[:i] + (space.min_keep(i),) + space.sizes[i + 1:], metric)
+                 for i in range(len(space))]
+        return np.maximum(np.asarray(saved) / (space.max_ratio * max(full, 1e-12)), 1e-9)
     shares = group_shares(space.analysis)
     column = METRICS.index(metric)
     raw = np.array([shares[g][column] for g in space.group_ids], dtype=np.float64)
-    total = max(float(metric_value(space.cost(space.sizes), metric)), 1.0)
+    total = max(space.measure(space.sizes, metric), 1.0)
     return np.maximum(raw / total, 1e-9)
 
 
@@ -82,7 +91,7 @@ def _bisect(space: SearchSpace, meter: _Meter, actions: np.ndarray, goal: float,
     base = np.maximum(actions, _FLOOR)
     lo, hi = 0.0, space.max_ratio / float(base.min())
 
-    def value(s: float) -> int:
+    def value(s: float) -> float:
         return meter(space.keeps(np.clip(s * base, 0.0, space.max_ratio)))
 
     for _ in range(steps):
@@ -126,7 +135,7 @@ def rescale(space: SearchSpace, actions: Sequence[float], target: float, *, metr
         space: The groups and their rounding.
         actions: Requested fractions removed per group (any real numbers; clipped).
         target: Fraction of the resource to remove, in ``(0, 1)``.
-        metric: ``macs`` or ``params``.
+        metric: ``macs``, ``params`` or ``latency``.
         tol: Allowed relative miss of the goal value.
         rounds: Proportional (Algorithm 1) rounds before the bisection.
 

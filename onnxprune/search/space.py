@@ -14,20 +14,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from onnxprune.analyze.cost import Cost, estimate_cost
+from onnxprune.analyze.cost import Cost, estimate_cost, pruned_shapes
 from onnxprune.analyze.types import Analysis
 from onnxprune.errors import PlanError
 from onnxprune.plan import Plan, keep_count
 from onnxprune.rewrite.prune import repair_plan, tensor_masks, unit_mask
+from onnxprune.search.latency import LatencyModel
 
 logger = logging.getLogger(__name__)
 
-METRICS: tuple[str, ...] = ("macs", "params")
+METRICS: tuple[str, ...] = ("macs", "params", "latency")
 
 
 def metric_value(cost: Cost, metric: str) -> int:
     """The resource ``metric`` (``macs`` or ``params``) of ``cost``."""
-    if metric not in METRICS:
+    if metric not in ("macs", "params"):
         raise PlanError(f"--metric {metric} is not supported; use one of {', '.join(METRICS)}")
     return int(getattr(cost, metric))
 
@@ -43,6 +44,7 @@ class SearchSpace:
         scores: Unit importance per group (higher is kept first), aligned with ``group_ids``.
         max_ratio: Largest fraction of a group's channels that may be removed.
         round_to: Keep counts are multiples of this (where the group is large enough).
+        latency: Predicts the latency of a candidate (needed by the ``latency`` metric).
     """
 
     analysis: Analysis
@@ -51,10 +53,11 @@ class SearchSpace:
     scores: tuple[np.ndarray, ...]
     max_ratio: float = 0.8
     round_to: int = 1
+    latency: LatencyModel | None = None
 
     @classmethod
     def build(cls, analysis: Analysis, scores: Sequence[np.ndarray], *, max_ratio: float = 0.8,
-              round_to: int = 1) -> SearchSpace:
+              round_to: int = 1, latency: LatencyModel | None = None) -> SearchSpace:
         """Make the space of every prunable group from per-group scores (all groups, by id)."""
         if not 0.0 < max_ratio < 1.0:
             raise PlanError(f"--max-ratio {max_ratio} is outside (0, 1); pass the largest fraction to remove")
@@ -63,7 +66,8 @@ class SearchSpace:
         if not groups:
             raise PlanError("the model has no prunable channel group; run `onnxprune analyze` to see why")
         return cls(analysis=analysis, group_ids=tuple(g.id for g in groups), sizes=tuple(g.size for g in groups),
-                   scores=tuple(np.asarray(scores[g.id]) for g in groups), max_ratio=max_ratio, round_to=round_to)
+                   scores=tuple(np.asarray(scores[g.id]) for g in groups), max_ratio=max_ratio, round_to=round_to,
+                   latency=latency)
 
     def __len__(self) -> int:
         return len(self.group_ids)
@@ -106,3 +110,12 @@ class SearchSpace:
     def cost(self, keeps: Sequence[int]) -> Cost:
         """Exact cost of the model with these keep counts."""
         return self.plan_cost(self.plan(keeps))
+
+    def measure(self, keeps: Sequence[int], metric: str) -> float:
+        """Resource ``metric`` of the model with these keep counts (``latency``: predicted ms)."""
+        if metric != "latency":
+            return float(metric_value(self.cost(keeps), metric))
+        if self.latency is None:
+            raise PlanError("--metric latency needs a measured latency table; build the space with latency=")
+        masks = tensor_masks(self.analysis, unit_mask(self.analysis, self.plan(keeps)))
+        return self.latency.predict(pruned_shapes(self.analysis, masks))

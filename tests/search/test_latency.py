@@ -1,0 +1,96 @@
+"""Latency metric: measured per-layer table, its interpolation, and Algorithm 1 on predicted latency."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from models.export import export_onnx
+from models.resnet_cifar import resnet_cifar
+from onnxprune.analyze import analyze
+from onnxprune.analyze.importance import weight_importance
+from onnxprune.evaluate import Runtime
+from onnxprune.load import load
+from onnxprune.pipeline.latency_table import FRACTIONS, grid, measure_table, single_node
+from onnxprune.search.latency import LatencyModel, LatencyTable, TableEntry, describe
+from onnxprune.search.rescale import rescale
+from onnxprune.search.space import SearchSpace
+
+
+@pytest.fixture(scope="module")
+def analysis(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - Analysis
+    path = tmp_path_factory.mktemp("lat") / "resnet20.onnx"
+    export_onnx(resnet_cifar(20, seed=0), (1, 3, 32, 32), path)
+    return analyze(load(path))
+
+
+def _synthetic_table(analysis) -> LatencyTable:  # noqa: ANN001
+    """Time = MACs at the width pair, plus a 30 % penalty on odd output widths (a 'slow' width)."""
+    entries = {}
+    for node in analysis.model.proto.graph.node:
+        layer = describe(node, analysis.model.shapes.get)
+        if layer is None:
+            continue
+        ins, outs = grid(layer.c_in, FRACTIONS, 1), grid(layer.c_out, FRACTIONS, 1)
+        hw = float(np.prod(layer.spatial)) if layer.spatial else 1.0
+        entries[layer.key] = TableEntry(ins, outs, tuple(tuple(1e-6 * ci * co * hw * (1.3 if co % 2 else 1.0)
+                                                               for co in outs) for ci in ins))
+    return LatencyTable("synthetic", entries)
+
+
+def test_grid_widths() -> None:
+    assert grid(16, FRACTIONS, 1) == (3, 6, 10, 13, 16)
+    assert grid(16, FRACTIONS, 4) == (4, 8, 12, 16)
+    assert grid(3, FRACTIONS, 8) == (1, 2, 3)
+
+
+def test_entry_interpolates_bilinearly_and_clamps() -> None:
+    entry = TableEntry((10, 20), (1, 3), ((1.0, 3.0), (5.0, 7.0)))
+    assert entry.at(15, 2) == pytest.approx(4.0)
+    assert entry.at(10, 3) == pytest.approx(3.0)
+    assert entry.at(0, 0) == pytest.approx(1.0) and entry.at(30, 5) == pytest.approx(7.0)
+    tied = TableEntry((0,), (4, 8), ((2.0, 6.0),))
+    assert tied.at(123, 6) == pytest.approx(4.0)
+    assert TableEntry.from_json(json.loads(json.dumps(entry.to_json()))) == entry
+
+
+def test_single_node_models_have_the_pruned_widths(analysis) -> None:  # noqa: ANN001
+    node = next(n for n in analysis.model.proto.graph.node if n.op_type == "Conv" and describe(
+        n, analysis.model.shapes.get).c_in == 16)
+    layer = describe(node, analysis.model.shapes.get)
+    model = single_node(layer, 6, 10, np.random.default_rng(0))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    out = session.run(None, {"x": np.zeros((1, 6, *layer.spatial), np.float32)})[0]
+    assert out.shape[:2] == (1, 10) and out.shape[2:] == tuple(analysis.model.shapes[node.output[0]][2:])
+
+
+def test_measured_table_is_cached_and_predicts_the_sum(analysis, tmp_path: Path) -> None:  # noqa: ANN001
+    cache = tmp_path / "m.latency.json"
+    runtime = Runtime(device="cpu", threads=1)
+    table = measure_table(analysis, runtime, cache=cache, fractions=(0.5, 1.0), repeats=3)
+    assert len(table.entries) == 7  # ResNet-20: stem, 3 x (plain, strided) 3x3 convs minus one, the Gemm
+    assert all(v > 0 for e in table.entries.values() for row in e.ms for v in row)
+    stamp = cache.stat().st_mtime_ns
+    again = measure_table(analysis, runtime, cache=cache, fractions=(0.5, 1.0), repeats=3)
+    assert again == table and cache.stat().st_mtime_ns == stamp  # nothing measured twice
+    model = LatencyModel(analysis, table)
+    full = sum(table.entries[layer.key].at(layer.c_in, layer.c_out) for _, layer in model.nodes)
+    assert model.predict(analysis.model.shapes.get) == pytest.approx(full)
+    assert len(model.nodes) == 20
+
+
+@pytest.mark.parametrize("target", [0.3, 0.5])
+def test_rescale_hits_a_latency_target(analysis, target: float) -> None:  # noqa: ANN001
+    space = SearchSpace.build(analysis, weight_importance(analysis),
+                              latency=LatencyModel(analysis, _synthetic_table(analysis)))
+    base = space.measure(space.sizes, "latency")
+    for seed in range(4):
+        fitted = rescale(space, np.random.default_rng(seed).uniform(0.0, 0.8, len(space)), target, metric="latency")
+        assert fitted.value == pytest.approx(space.measure(fitted.keeps, "latency"))
+        assert abs(fitted.value / ((1 - target) * base) - 1) <= 0.01
+    uniform = space.keeps([0.5] * len(space))
+    assert space.measure(uniform, "latency") < base and space.measure(uniform, "macs") < space.measure(space.sizes, "macs")
