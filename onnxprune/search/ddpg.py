@@ -300,9 +300,10 @@ def ddpg_search(env: CompressionEnv[Any], states: StateBuilder, episodes: int, *
             last = t == steps - 1
             learner.buffer.add(observed[t], actions[t], episode.reward,
                                np.zeros_like(observed[t]) if last else observed[t + 1], last)
-        losses = [learner.update() for _ in range(steps * config.updates_per_step) if index >= config.warmup]
-        if losses and losses[-1] is not None:
-            logger.debug("episode %d: critic loss %.5f, actor loss %.5f", index, *losses[-1])
+        if index >= config.warmup:  # one update per stored step, as AMC
+            losses = [learner.update() for _ in range(steps * config.updates_per_step)]
+            if losses[-1] is not None:
+                logger.debug("episode %d: critic loss %.5f, actor loss %.5f", index, *losses[-1])
         state, better = state.record(episode)
         state = replace(state, agent_state=learner.to_json())
         if on_episode is not None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -56,7 +56,7 @@ class StateBuilder(Protocol):
 class AMCStates:
     """AMC's handcrafted state (normalized), read from the environment."""
 
-    def __init__(self, env: CompressionEnv[object]) -> None:
+    def __init__(self, env: CompressionEnv[Any]) -> None:
         """Use ``env``'s features."""
         self.env = env
 
@@ -135,7 +135,7 @@ class AGMCStates:
 STATE_KINDS: tuple[str, ...] = ("amc", "agmc")
 
 
-def make_states(kind: str, env: CompressionEnv[object], *, seed: int) -> StateBuilder:
+def make_states(kind: str, env: CompressionEnv[Any], *, seed: int) -> StateBuilder:
     """The ``amc`` or ``agmc`` state of ``env``'s groups (``agmc`` seeded with ``seed``)."""
     if kind == "amc":
         return AMCStates(env)
