@@ -15,7 +15,8 @@ from onnxprune.commands._deploy_options import add_deploy_options, deploy_option
 from onnxprune.commands._model_options import add_input_shape_option, parse_input_shapes
 from onnxprune.commands.eval import data_spec
 from onnxprune.pipeline.compressing import CompressReport
-from onnxprune.errors import PlanError
+from onnxprune.pipeline.pruning import RepairSettings
+from onnxprune.errors import DataError, PlanError
 from onnxprune.evaluate import PRESETS, Runtime
 from onnxprune.io import write_json_atomic
 from onnxprune.search.baselines import SearchState
@@ -44,7 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("model", type=Path, help="the .onnx file (never modified)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="where to write the pruned model")
     parser.add_argument("--target", type=str, required=True, help="fraction of --metric to remove (0.5: half)")
-    parser.add_argument("--metric", choices=METRICS, default="macs", help="resource the target applies to")
+    parser.add_argument("--metric", choices=METRICS, default="macs",
+                        help="resource the target applies to (latency: Conv/Gemm time, per-layer table measured here)")
     parser.add_argument("--agent", choices=pipeline.AGENTS, default="random", help="search agent (default random)")
     parser.add_argument("--policy", type=Path, default=None, metavar="AGENT_PT",
                         help="gnnrl: start from an agent trained on another model (<out>.agent.pt)")
@@ -62,6 +64,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--layout", choices=("nchw", "nhwc"), help="the model input's layout")
     parser.add_argument("--val-split", type=int, metavar="N", help="score candidates on a seeded subset of N")
     parser.add_argument("--resume", action="store_true", help="continue from <output>.search.json")
+    repair = parser.add_mutually_exclusive_group()
+    repair.add_argument("--reconstruct", action="store_true",
+                        help="re-fit the best candidate's layers that lost input channels by least squares (needs --calib)")
+    repair.add_argument("--bias-correct", action="store_true",
+                        help="fold removed channels' mean contribution into the best candidate's biases (needs --calib)")
+    parser.add_argument("--calib", type=Path, default=None, metavar="FILE",
+                        help="calibration images (.npz or folder, preprocessed like --data)")
+    parser.add_argument("--calib-size", type=int, default=2000, metavar="N",
+                        help="calibration images for the final repair (all when the data has fewer)")
+    parser.add_argument("--reconstruct-candidates", type=int, default=0, metavar="N",
+                        help="also repair every candidate on N calibration images before scoring it (slower)")
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="ONNX Runtime intra-op threads")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the report as JSON")
     add_input_shape_option(parser)
@@ -78,6 +91,22 @@ def _data(args: argparse.Namespace) -> Any:
     return data_spec(ns)
 
 
+def _repair(args: argparse.Namespace) -> RepairSettings | None:
+    mode = "reconstruct" if args.reconstruct else ("bias" if args.bias_correct else None)
+    if mode is None:
+        if args.calib is not None or args.reconstruct_candidates:
+            raise DataError("--calib / --reconstruct-candidates repair candidates; add --reconstruct or --bias-correct")
+        return None
+    if args.calib is None:
+        raise DataError(f"--{'reconstruct' if args.reconstruct else 'bias-correct'} needs calibration data; "
+                        "pass --calib FILE.npz")
+    if args.calib_size < 1 or args.reconstruct_candidates < 0:
+        raise DataError("--calib-size must be >= 1 and --reconstruct-candidates >= 0")
+    ns = argparse.Namespace(preprocess=args.preprocess, scale=args.scale, mean=None, std=None, layout=args.layout,
+                            dtype=None, data=args.calib, data_module=None, val_split=args.calib_size, seed=args.seed)
+    return RepairSettings(calib=data_spec(ns), mode=mode, candidate_images=args.reconstruct_candidates)
+
+
 def _table(report: CompressReport) -> Table:
     table = Table(title=f"{Path(report.source).name} -> {report.output.name} ({report.agent}, "
                         f"{report.episodes} episodes, {report.search_seconds:.1f} s)")
@@ -87,9 +116,14 @@ def _table(report: CompressReport) -> Table:
                                 ("params", report.before.params, report.after.params),
                                 ("bytes", report.bytes_before, report.bytes_after)):
         table.add_row(name, f"{before:,}", f"{after:,}", f"{after / before:.3f}" if before else "-")
+    if report.latency_ms is not None:
+        before_ms, after_ms = report.latency_ms
+        table.add_row("Conv/Gemm ms (table)", f"{before_ms:.3f}", f"{after_ms:.3f}", f"{after_ms / before_ms:.3f}")
     if report.accuracy_before is not None and report.accuracy_after is not None:
         table.add_row("val top-1 %", f"{report.accuracy_before:.2f}", f"{report.accuracy_after:.2f}",
                       f"{report.accuracy_after - report.accuracy_before:+.2f}")
+    if report.accuracy_unrepaired is not None:
+        table.add_row("  before repair", "", f"{report.accuracy_unrepaired:.2f}", f"{report.repair_seconds:.1f} s")
     return table
 
 
@@ -105,6 +139,7 @@ def _widths(report: CompressReport) -> Table:
 def run(args: argparse.Namespace) -> int:
     """Run the search and print the report."""
     target = _fraction(args.target)
+    repair = _repair(args)
     deploy = deploy_options(args, args.output)
     data = _data(args)
     console = Console()
@@ -128,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
             args.model, args.output, target=target, metric=args.metric, agent=args.agent, episodes=args.episodes,
             seed=args.seed, round_to=args.round_to, max_ratio=args.max_ratio, criterion=args.criterion,
             reward=args.reward, data=data, runtime=Runtime(device="cpu", threads=args.threads) if data else None,
-            resume=args.resume, on_episode=on_episode, warmup=args.warmup, policy=args.policy,
+            resume=args.resume, on_episode=on_episode, warmup=args.warmup, policy=args.policy, repair=repair,
             input_shapes=parse_input_shapes(args.input_shape), deploy=deploy)
     console.print(_table(report))
     console.print(_widths(report))

@@ -30,10 +30,12 @@ from onnxprune.io import save_model, write_json_atomic
 from onnxprune.load import load, normalize, read
 from onnxprune.pipeline.deploying import DeployOptions, check_deploy, export_repo, finish, run_metadata
 from onnxprune.pipeline.gnnrl import run_gnnrl
-from onnxprune.rewrite import prune_model
+from onnxprune.pipeline.latency_table import measure_table
+from onnxprune.pipeline.pruning import RepairSettings, repair_best, repairing_apply
 from onnxprune.search.baselines import OnEpisode, SearchState, random_search, uniform_search
 from onnxprune.search.ddpg import DDPGConfig, ddpg_search, default_warmup
 from onnxprune.search.env import CompressionEnv, Episode
+from onnxprune.search.latency import LatencyModel
 from onnxprune.search.ppo import PPOConfig
 from onnxprune.search.reward import reward_fn
 from onnxprune.search.space import SearchSpace
@@ -94,11 +96,17 @@ class CompressReport:
     search_seconds: float
     best: Episode
     triton_dir: Path | None = None
+    latency_ms: tuple[float, float] | None = None
+    accuracy_unrepaired: float | None = None
+    repair_seconds: float = 0.0
 
     @property
     def achieved(self) -> float:
         """Fraction of the metric removed."""
-        before, after = getattr(self.before, self.metric), getattr(self.after, self.metric)
+        if self.latency_ms is not None and self.metric == "latency":
+            before, after = self.latency_ms
+        else:
+            before, after = getattr(self.before, self.metric), getattr(self.after, self.metric)
         return 1.0 - after / before if before else 0.0
 
     def to_json(self) -> dict[str, Any]:
@@ -110,7 +118,9 @@ class CompressReport:
                 "after": {**self.after.__dict__, "bytes": self.bytes_after},
                 "accuracy_before": self.accuracy_before, "accuracy_after": self.accuracy_after,
                 "groups": [g.__dict__ for g in self.groups], "search_seconds": self.search_seconds,
-                "best": self.best.to_json(), "triton_dir": str(self.triton_dir) if self.triton_dir else None}
+                "best": self.best.to_json(), "latency_ms": list(self.latency_ms) if self.latency_ms else None,
+                "triton_dir": str(self.triton_dir) if self.triton_dir else None,
+                "accuracy_unrepaired": self.accuracy_unrepaired, "repair_seconds": self.repair_seconds}
 
 
 AGENTS: tuple[str, ...] = ("uniform", "random", *STATE_KINDS, "gnnrl")
@@ -154,14 +164,17 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
                   on_episode: OnEpisode | None = None, warmup: int | None = None,
                   policy: str | os.PathLike[str] | None = None, ppo: PPOConfig | None = None,
                   input_shapes: Mapping[str, Sequence[int]] | None = None,
-                  deploy: DeployOptions | None = None) -> CompressReport:
+                  deploy: DeployOptions | None = None, repair: RepairSettings | None = None) -> CompressReport:
     """Search per-group ratios meeting ``target`` and save the best pruned model to ``output``.
 
     The best candidate so far is always at ``output`` and the search state at
     ``<output>.search.json`` (removed on success), so an interrupted run resumes with ``resume``.
     Without ``data`` the run is data-free: one uniform-ratio episode (weight-norm criterion).
     The saved model is simplified and keeps the input's interface and metadata (``deploy``:
-    opset, Triton repository written at the end; checked before the search).
+    opset, Triton repository written at the end; checked before the search). With ``repair``
+    (calibration data), the best candidate is reconstructed (or bias-corrected) before saving, kept
+    only if it scores at least as well on ``data``; ``repair.candidate_images`` also repairs every
+    candidate on that many calibration images before it is scored.
     """
     source, target_path = Path(path).resolve(), Path(output).resolve()
     if source == target_path:
@@ -175,14 +188,18 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     check_deploy(original, deploy, np.random.default_rng(seed))
     started = time.perf_counter()
     analysis = analyze(load(source, input_shapes=input_shapes))
+    latency = None
+    if metric == "latency":  # per-layer table measured on this runtime, cached next to the output
+        latency = LatencyModel(analysis, measure_table(analysis, runtime or Runtime(device="cpu"), round_to=round_to,
+                                                       cache=target_path.with_name(target_path.name + ".latency.json")))
     space = SearchSpace.build(analysis, weight_importance(analysis, criterion), max_ratio=max_ratio,
-                              round_to=round_to)
+                              round_to=round_to, latency=latency)
     accuracy_before, score = None, None
     if data is not None:
         accuracy_before, score = _scorer(source, data, runtime or Runtime(device="cpu"))
     else:
         agent = "uniform"
-    env = CompressionEnv(space, target=target, metric=metric, apply=lambda plan: prune_model(analysis, plan),
+    env = CompressionEnv(space, target=target, metric=metric, apply=repairing_apply(analysis, source, repair),
                          score=score, reward=reward_fn(reward))
     config: dict[str, object] = {"model": str(source), "target": target, "metric": metric, "agent": agent,
                                  "seed": seed, "round_to": round_to, "max_ratio": max_ratio,
@@ -215,13 +232,15 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     best = state.best
     if best is None:
         raise PlanError("the search evaluated no episode; raise --episodes")
-    accuracy = f"{100.0 * best.accuracy:.2f}" if best.accuracy is not None else None
-    final = finish(original, prune_model(analysis, best.plan), deploy, run_metadata(
+    chosen, fixed = repair_best(analysis, source, best.plan, best.accuracy, repair, score)
+    accuracy = f"{100.0 * fixed.accuracy:.2f}" if fixed.accuracy is not None else None
+    final = finish(original, chosen, deploy, run_metadata(
         "compress", best.plan, target=target, metric=metric, agent=agent, criterion=criterion, accuracy=accuracy),
         np.random.default_rng(seed))
     saved = save_model(final, target_path)
     triton_dir = export_repo(final, deploy)
     checkpoint.unlink(missing_ok=True)
+    latency_ms = (space.measure(space.sizes, "latency"), space.measure(best.keeps, "latency")) if latency else None
     widths = tuple(GroupWidth(id=gid, before=size, after=keep)
                    for gid, size, keep in zip(space.group_ids, space.sizes, best.keeps))
     return CompressReport(source=str(source), output=saved, agent=agent, metric=metric, target=target, seed=seed,
@@ -231,6 +250,8 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
                                                                   input_shapes=input_shapes)),
                           bytes_before=source.stat().st_size, bytes_after=saved.stat().st_size,
                           accuracy_before=accuracy_before,
-                          accuracy_after=100.0 * best.accuracy if best.accuracy is not None else None,
+                          accuracy_after=100.0 * fixed.accuracy if fixed.accuracy is not None else None,
+                          accuracy_unrepaired=100.0 * best.accuracy if repair and best.accuracy is not None else None,
+                          repair_seconds=fixed.seconds,
                           groups=widths, search_seconds=time.perf_counter() - started, best=best,
-                          triton_dir=triton_dir)
+                          triton_dir=triton_dir, latency_ms=latency_ms)

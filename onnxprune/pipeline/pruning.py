@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,79 @@ def repair_pruned(analysis: Analysis, plan: Plan, pruned: onnx.ModelProto, feeds
     masks = tensor_masks(analysis, unit_mask(analysis, plan))
     return repair(analysis.model.proto, pruned, affected_consumers(analysis, plan), masks, feeds,
                   np.random.default_rng(seed), mode=mode, options=options)
+
+
+@dataclasses.dataclass(frozen=True)
+class RepairSettings:
+    """How ``compress`` repairs candidates.
+
+    Attributes:
+        calib: Calibration data (``val_split``: images used for the final repair).
+        mode: ``reconstruct`` or ``bias``.
+        candidate_images: When > 0, every candidate is also repaired on this many calibration
+            images before it is scored (a fast mode; 0 repairs only the final best).
+        options: Reconstruction settings.
+    """
+
+    calib: DataSpec
+    mode: str = "reconstruct"
+    candidate_images: int = 0
+    options: ReconstructOptions = dataclasses.field(default_factory=ReconstructOptions)
+
+
+@dataclasses.dataclass(frozen=True)
+class RepairOutcome:
+    """The final candidate of ``compress``: its score (fraction, None without data), repair time, repaired."""
+
+    accuracy: float | None
+    seconds: float
+    repaired: bool
+
+
+def repairing_apply(analysis: Analysis, source: str | os.PathLike[str], repair: RepairSettings | None
+                    ) -> Callable[[Plan], onnx.ModelProto]:
+    """The candidate builder of ``compress``: prune, then repair on a small calibration subset if asked."""
+    if repair is None or repair.candidate_images <= 0:
+        return lambda plan: prune_model(analysis, plan)
+    subset = dataclasses.replace(repair.calib, val_split=min(repair.candidate_images,
+                                                             repair.calib.val_split or repair.candidate_images))
+    feeds = calibration_feeds(source, subset, threads=repair.options.threads)
+
+    def apply(plan: Plan) -> onnx.ModelProto:
+        pruned = prune_model(analysis, plan)
+        return repair_pruned(analysis, plan, pruned, feeds, mode=repair.mode, seed=repair.calib.seed,
+                             options=repair.options)[0]
+
+    return apply
+
+
+def repair_best(analysis: Analysis, source: str | os.PathLike[str], plan: Plan, accuracy: float | None,
+                repair: RepairSettings | None, score: Callable[[onnx.ModelProto], float] | None
+                ) -> tuple[onnx.ModelProto, RepairOutcome]:
+    """Repair ``compress``'s best plan on all of ``repair.calib``; keep it only if it scores at least ``accuracy``.
+
+    Args:
+        analysis: The input's analysis.
+        source: The input model file.
+        plan: The best plan.
+        accuracy: Its candidate's score (fraction), or None without data.
+        repair: Repair settings (None: the plain pruned model is returned).
+        score: Scores a model on the validation data (None without data).
+    """
+    candidate = repairing_apply(analysis, source, repair)
+    if repair is None:
+        return candidate(plan), RepairOutcome(accuracy, 0.0, False)
+    t0 = time.perf_counter()
+    feeds = calibration_feeds(source, repair.calib, threads=repair.options.threads)
+    fixed, _ = repair_pruned(analysis, plan, prune_model(analysis, plan), feeds, mode=repair.mode,
+                             seed=repair.calib.seed, options=repair.options)
+    new = score(fixed) if score is not None else None
+    seconds = time.perf_counter() - t0
+    if new is not None and accuracy is not None and new < accuracy:
+        logger.warning("the %s best candidate scores %.2f %% < %.2f %% before; keeping the candidate as searched",
+                       repair.mode, 100 * new, 100 * accuracy)
+        return candidate(plan), RepairOutcome(accuracy, seconds, False)
+    return fixed, RepairOutcome(new if new is not None else accuracy, seconds, True)
 
 
 def prune_file(path: str | os.PathLike[str], output: str | os.PathLike[str], *, ratio: float = 0.0,
