@@ -13,7 +13,8 @@ from models.export import export_onnx
 from models.resnet_cifar import resnet_cifar
 from onnxprune.analyze import analyze
 from onnxprune.analyze.importance import weight_importance
-from onnxprune.evaluate import Runtime
+from onnxprune import pipeline
+from onnxprune.evaluate import DataSpec, Runtime, make_preprocess
 from onnxprune.load import load
 from onnxprune.pipeline.latency_table import FRACTIONS, grid, measure_table, single_node
 from onnxprune.search.latency import LatencyModel, LatencyTable, TableEntry, describe
@@ -94,3 +95,20 @@ def test_rescale_hits_a_latency_target(analysis, target: float) -> None:  # noqa
         assert abs(fitted.value / ((1 - target) * base) - 1) <= 0.01
     uniform = space.keeps([0.5] * len(space))
     assert space.measure(uniform, "latency") < base and space.measure(uniform, "macs") < space.measure(space.sizes, "macs")
+
+
+def test_compress_to_a_latency_target(analysis, tmp_path: Path) -> None:  # noqa: ANN001
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "tiny.npz"
+    np.savez(npz, images=rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8), labels=rng.integers(0, 10, 16))
+    source = tmp_path / "r20.onnx"
+    export_onnx(resnet_cifar(20, seed=0), (1, 3, 32, 32), source)
+    report = pipeline.compress_file(source, tmp_path / "out.onnx", target=0.4, metric="latency", agent="random",
+                                    episodes=2, seed=0, data=DataSpec(path=npz, preprocess=make_preprocess("cifar")),
+                                    runtime=Runtime(device="cpu", threads=1))
+    assert report.latency_ms is not None
+    assert abs(report.latency_ms[1] / (0.6 * report.latency_ms[0]) - 1) <= 0.01  # within 1 % of the goal
+    assert report.after.macs < report.before.macs
+    assert (tmp_path / "out.onnx.latency.json").exists()
+    session = ort.InferenceSession(str(report.output), providers=["CPUExecutionProvider"])
+    assert session.run(None, {session.get_inputs()[0].name: np.zeros((1, 3, 32, 32), np.float32)})[0].shape == (1, 10)
