@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -23,11 +22,13 @@ import onnx
 from onnx import TensorProto
 
 from onnxprune.deploy import runner
+from onnxprune.deploy.opset import iter_nodes
 from onnxprune.deploy.target_support import (
     ORT_DOMAINS, ORT_INT4_MIN_VERSION, TARGETS, TENSOR_CORE_MULTIPLE_FLOAT, TENSOR_CORE_MULTIPLE_INT8,
     TENSOR_CORE_OPS, TENSORRT_MAX_OPSET, TENSORRT_OPS)
 from onnxprune.errors import UnsupportedInput
 from onnxprune.io import PROTOBUF_LIMIT
+from onnxprune.load import default_opset
 
 logger = logging.getLogger(__name__)
 
@@ -74,18 +75,6 @@ class CheckReport:
                 "findings": [vars(f) for f in self.findings]}
 
 
-def _iter_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                yield from _iter_nodes(sub)
-
-
-def _opset(model: onnx.ModelProto) -> int:
-    return next((int(i.version) for i in model.opset_import if i.domain in ("", "ai.onnx")), 0)
-
-
 def _grouped(nodes: dict[str, list[str]], severity: Severity, rule: str, text: str) -> list[Finding]:
     """One finding per op type: ``text`` is formatted with ``op`` and ``count``."""
     return [Finding(severity, rule, names[0], text.format(op=op, count=len(names)))
@@ -93,10 +82,10 @@ def _grouped(nodes: dict[str, list[str]], severity: Severity, rule: str, text: s
 
 
 def _op_findings(model: onnx.ModelProto, target: str) -> list[Finding]:
-    opset = _opset(model)
+    opset = default_opset(model)
     unknown: dict[str, list[str]] = defaultdict(list)
     custom: dict[str, list[str]] = defaultdict(list)
-    for node in _iter_nodes(model.graph):
+    for node in iter_nodes(model.graph):
         key = f"{node.domain}::{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
         if node.domain in ("", "ai.onnx"):
             if target == "tensorrt":

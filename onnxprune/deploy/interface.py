@@ -23,15 +23,12 @@ from onnx import helper, version_converter
 
 from onnxprune import __version__
 from onnxprune.errors import InvalidModel, UnsupportedInput
+from onnxprune.load import default_opset
 
 logger = logging.getLogger(__name__)
 
 #: Prefix of the metadata keys onnxprune writes.
 METADATA_PREFIX = "onnxprune."
-
-
-def _default_opset(model: onnx.ModelProto) -> int:
-    return next((int(i.version) for i in model.opset_import if i.domain in ("", "ai.onnx")), 0)
 
 
 def _real_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
@@ -84,8 +81,8 @@ def check_interface(original: onnx.ModelProto, compressed: onnx.ModelProto) -> l
     and symbolic names), metadata props, the default-domain opset and the IR version.
     """
     problems = interface_mismatches(original, compressed)
-    if _default_opset(original) != _default_opset(compressed):
-        problems.append(f"opset {_default_opset(original)} != {_default_opset(compressed)}")
+    if default_opset(original) != default_opset(compressed):
+        problems.append(f"opset {default_opset(original)} != {default_opset(compressed)}")
     if original.ir_version != compressed.ir_version:
         problems.append(f"IR version {original.ir_version} != {compressed.ir_version}")
     return problems
@@ -200,17 +197,17 @@ def _restore_io(original: onnx.ModelProto, model: onnx.ModelProto) -> None:
 
 
 def _set_versions(original: onnx.ModelProto, model: onnx.ModelProto, opset: int | None) -> onnx.ModelProto:
-    if opset is not None and opset != _default_opset(model):
+    if opset is not None and opset != default_opset(model):
         try:
             model = version_converter.convert_version(model, opset)
         except Exception as exc:  # the converter raises bare RuntimeErrors and others
             raise UnsupportedInput(f"cannot convert the compressed model to opset {opset} "
                                    f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
-                                   f"choose another --opset (now {_default_opset(model)})") from exc
+                                   f"choose another --opset (now {default_opset(model)})") from exc
         logger.info("converted the compressed model to opset %d", opset)
-    elif _default_opset(model) != _default_opset(original):
+    elif default_opset(model) != default_opset(original):
         logger.info("keeping opset %d (original: %d); pass --opset to convert",
-                    _default_opset(model), _default_opset(original))
+                    default_opset(model), default_opset(original))
     needed = helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
     model.ir_version = needed if opset is not None else max(needed, original.ir_version)
     return model

@@ -38,12 +38,13 @@ RTOL = 1e-5
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
-def _nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+def iter_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    """Every node of ``graph`` and of its subgraphs (If/Loop/Scan bodies), depth first."""
     for node in graph.node:
         yield node
         for attr in node.attribute:
             for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                yield from _nodes(sub)
+                yield from iter_nodes(sub)
 
 
 def _blocker(node: onnx.NodeProto, current: int, opset: int) -> str | None:
@@ -68,7 +69,7 @@ def _blocker(node: onnx.NodeProto, current: int, opset: int) -> str | None:
 
 def _relabel(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     current = default_opset(model)
-    for node in _nodes(model.graph):
+    for node in iter_nodes(model.graph):
         if node.domain in _DEFAULT_DOMAINS:
             reason = _blocker(node, current, opset)
             if reason is not None:
