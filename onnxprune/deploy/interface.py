@@ -22,6 +22,7 @@ import onnx
 from onnx import helper, version_converter
 
 from onnxprune import __version__
+from onnxprune.deploy.runner import graph_inputs
 from onnxprune.errors import InvalidModel, UnsupportedInput
 from onnxprune.load import default_opset
 
@@ -29,11 +30,6 @@ logger = logging.getLogger(__name__)
 
 #: Prefix of the metadata keys onnxprune writes.
 METADATA_PREFIX = "onnxprune."
-
-
-def _real_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
-    inits = {t.name for t in graph.initializer}
-    return [i for i in graph.input if i.name not in inits]
 
 
 def _dims(vi: onnx.ValueInfoProto) -> list[str] | None:
@@ -63,7 +59,7 @@ def _compare_values(kind: str, old: Sequence[onnx.ValueInfoProto], new: Sequence
 
 def interface_mismatches(original: onnx.ModelProto, compressed: onnx.ModelProto) -> list[str]:
     """Names, dtypes, dims and metadata of ``original`` that ``compressed`` does not keep."""
-    problems = _compare_values("input", _real_inputs(original.graph), _real_inputs(compressed.graph))
+    problems = _compare_values("input", graph_inputs(original), graph_inputs(compressed))
     problems += _compare_values("output", list(original.graph.output), list(compressed.graph.output))
     new_props = {p.key: p.value for p in compressed.metadata_props}
     for prop in original.metadata_props:
@@ -174,8 +170,8 @@ def _cast_output(graph: onnx.GraphProto, old_out: Sequence[onnx.ValueInfoProto],
 
 def _restore_io(original: onnx.ModelProto, model: onnx.ModelProto) -> None:
     graph = model.graph
-    old_in, old_out = _real_inputs(original.graph), list(original.graph.output)
-    _match_names("input", old_in, _real_inputs(graph), graph)
+    old_in, old_out = graph_inputs(original), list(original.graph.output)
+    _match_names("input", old_in, graph_inputs(model), graph)
     _match_names("output", old_out, list(graph.output), graph)
     # reorder to the original order (names now match as sets)
     by_name = {v.name: v for v in graph.input}

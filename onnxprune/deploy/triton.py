@@ -31,6 +31,7 @@ from typing import Literal
 import onnx
 from onnx import TensorProto
 
+from onnxprune.deploy.runner import graph_inputs
 from onnxprune.errors import OutputError, UnsupportedInput
 from onnxprune.io import PROTOBUF_LIMIT, save_model, write_bytes_atomic
 
@@ -132,8 +133,7 @@ def _spec(value: onnx.ValueInfoProto, kind: str, max_batch: int) -> TensorSpec:
 
 def tensor_specs(model: onnx.ModelProto, max_batch: int) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
     """Config inputs and outputs for ``model`` (outputs get inferred shapes where undeclared)."""
-    inits = {t.name for t in model.graph.initializer}
-    inputs = tuple(_spec(v, "input", max_batch) for v in model.graph.input if v.name not in inits)
+    inputs = tuple(_spec(v, "input", max_batch) for v in graph_inputs(model))
     outputs_decl = list(model.graph.output)
     if any(not v.type.tensor_type.HasField("shape") for v in outputs_decl):
         try:
