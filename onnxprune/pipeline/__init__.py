@@ -7,9 +7,10 @@ except through the plain dataclasses they return. One module per job keeps files
 """
 
 from onnxprune.pipeline.compressing import AGENTS, compress_file
+from onnxprune.pipeline.deploying import DeployOptions
 from onnxprune.pipeline.evaluating import bench_model, evaluate_model, model_cost
 from onnxprune.pipeline.pruning import (
     affected_consumers, analyze_file, calibration_feeds, group_scores, prune_file, repair_pruned)
 
-__all__ = ["AGENTS", "affected_consumers", "analyze_file", "bench_model", "calibration_feeds", "compress_file",
+__all__ = ["AGENTS", "DeployOptions", "affected_consumers", "analyze_file", "bench_model", "calibration_feeds", "compress_file",
            "evaluate_model", "group_scores", "model_cost", "prune_file", "repair_pruned"]
