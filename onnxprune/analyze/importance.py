@@ -13,6 +13,9 @@ order); the plan keeps the highest scores.
   fall back to L1.
 * activation (:func:`activation_importance`): mean ``|x|`` per channel of the tensors the
   group's consumers read, measured elsewhere (the rewrite stage captures them) and passed in.
+* ``greedy`` (:func:`greedy_importance`): ThiNet (Luo et al. 2017): channels are removed one by
+  one, each time the one that keeps the summed squared change of the consumers' outputs
+  (without re-fitting) smallest; a unit scores its step in that order.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ def _fpgm(filters: np.ndarray) -> np.ndarray:
 
 CRITERIA: Mapping[str, Criterion] = MappingProxyType({"l1": _l1, "l2": _l2, "fpgm": _fpgm})
 #: Every name accepted by ``--criterion`` (``bn`` and ``activation`` need more than weights).
-ALL_CRITERIA: tuple[str, ...] = ("l1", "l2", "fpgm", "bn", "activation")
+ALL_CRITERIA: tuple[str, ...] = ("l1", "l2", "fpgm", "bn", "activation", "greedy")
 _SCALE_OPS = {"BatchNormalization": (1,), "InstanceNormalization": (1,), "Mul": (0, 1)}
 
 
@@ -147,6 +150,64 @@ def activation_importance(analysis: Analysis, channel_means: Mapping[str, np.nda
     return tuple(l1[g] if s.size and not s.any() else s for g, s in enumerate(scores))
 
 
+def greedy_order(m: np.ndarray) -> np.ndarray:
+    """Units in ThiNet removal order: each step adds the unit that keeps ``1_T' M 1_T`` smallest."""
+    size = m.shape[0]
+    removed = np.zeros(size, dtype=bool)
+    cross = np.zeros(size)  # sum_{t in T} M[u, t]
+    order = []
+    diag = np.diag(m).copy()
+    for _ in range(size):
+        cost = np.where(removed, np.inf, 2.0 * cross + diag)
+        unit = int(np.argmin(cost))
+        order.append(unit)
+        removed[unit] = True
+        cross += m[:, unit]
+    return np.asarray(order, dtype=np.int64)
+
+
+def greedy_importance(analysis: Analysis, grams: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+    """Per-group unit scores from ThiNet-style greedy selection (the rank in removal order).
+
+    Args:
+        analysis: The model's analysis.
+        grams: Consumer input tensor -> ``M`` over its channels (``M[c, d]``: overlap of channels
+            ``c`` and ``d``'s contributions to the consumers' outputs, from
+            :func:`onnxprune.rewrite.greedy.contribution_grams`).
+
+    Returns:
+        ``scores[g][u]``: ``1 + `` the step at which unit ``u`` is removed (the first removed scores
+        1), after summing ``M`` over every tensor carrying the group; groups none of whose
+        tensors were measured fall back to L1.
+    """
+    mats = [np.zeros((units.size, units.size)) for units in analysis.group_units]
+    local = np.zeros(analysis.unit_group.size, dtype=np.int64)
+    for units in analysis.group_units:
+        local[units] = np.arange(units.size)
+    seen = set()
+    for tensor, m in grams.items():
+        lab = analysis.labels.get(tensor)
+        if lab is None or lab.ids.size != m.shape[0]:
+            continue
+        pos = np.flatnonzero(lab.ids >= 0)
+        units = analysis.atom_unit[lab.ids[pos]]
+        for gid in np.unique(analysis.unit_group[units]):
+            sel = analysis.unit_group[units] == gid
+            idx = local[units[sel]]
+            np.add.at(mats[gid], (idx[:, None], idx[None, :]), m[np.ix_(pos[sel], pos[sel])])
+            seen.add(int(gid))
+    l1 = weight_importance(analysis, "l1")
+    scores = []
+    for gid, mat in enumerate(mats):
+        if gid not in seen or mat.size == 0:
+            scores.append(l1[gid])
+            continue
+        score = np.empty(mat.shape[0])
+        score[greedy_order(mat)] = np.arange(1, mat.shape[0] + 1, dtype=np.float64)
+        scores.append(score)
+    return tuple(scores)
+
+
 def consumer_inputs(analysis: Analysis) -> tuple[str, ...]:
     """Labeled tensors read by the consumers (Conv/Gemm/MatMul) of prunable groups, sorted."""
     nodes = {n.name: n for n in analysis.model.proto.graph.node}
@@ -154,17 +215,18 @@ def consumer_inputs(analysis: Analysis) -> tuple[str, ...]:
     return tuple(sorted(n for n in names if n in analysis.labels))
 
 
-def importance(analysis: Analysis, criterion: str,
-               channel_means: Mapping[str, np.ndarray] | None = None) -> tuple[np.ndarray, ...]:
+def importance(analysis: Analysis, criterion: str, channel_means: Mapping[str, np.ndarray] | None = None,
+               grams: Mapping[str, np.ndarray] | None = None) -> tuple[np.ndarray, ...]:
     """Per-group unit scores for any name of :data:`ALL_CRITERIA`.
 
     Args:
         analysis: The model's analysis.
-        criterion: ``l1``, ``l2``, ``fpgm``, ``bn`` or ``activation``.
+        criterion: ``l1``, ``l2``, ``fpgm``, ``bn``, ``activation`` or ``greedy``.
         channel_means: Measured activations, required for ``activation``.
+        grams: Measured contribution overlaps, required for ``greedy``.
 
     Raises:
-        PlanError: unknown criterion, or ``activation`` without measurements.
+        PlanError: unknown criterion, or ``activation`` / ``greedy`` without measurements.
     """
     if criterion == "bn":
         return bn_importance(analysis)
@@ -172,4 +234,8 @@ def importance(analysis: Analysis, criterion: str,
         if channel_means is None:
             raise PlanError("--criterion activation needs calibration data; pass --calib FILE.npz")
         return activation_importance(analysis, channel_means)
+    if criterion == "greedy":
+        if grams is None:
+            raise PlanError("--criterion greedy needs calibration data; pass --calib FILE.npz")
+        return greedy_importance(analysis, grams)
     return weight_importance(analysis, criterion)

@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--ratio", type=str, default="0.5", help="fraction of each group's channels to remove")
     parser.add_argument("--round-to", type=int, default=1, metavar="N", help="keep channel counts multiples of N")
     parser.add_argument("--criterion", choices=ALL_CRITERIA, default="l1",
-                        help="channel importance (activation needs --calib)")
+                        help="channel importance (activation and greedy need --calib)")
     repair = parser.add_mutually_exclusive_group()
     repair.add_argument("--reconstruct", action="store_true",
                         help="re-fit the layers that lost input channels by least squares (needs --calib)")

@@ -26,6 +26,7 @@ from onnxprune.plan import Plan, keep_count, ratio_plan
 from onnxprune.report import AnalyzeReport, GroupRow, PruneReport
 from onnxprune.rewrite import prune_model
 from onnxprune.rewrite.capture import channel_means
+from onnxprune.rewrite.greedy import contribution_grams
 from onnxprune.rewrite.prune import repair_plan, tensor_masks, unit_mask
 from onnxprune.rewrite.reconstruct import ReconstructOptions, ReconstructReport, repair
 
@@ -77,13 +78,17 @@ def calibration_feeds(model: str | os.PathLike[str], data: DataSpec, *, threads:
 
 
 def group_scores(analysis: Analysis, criterion: str, feeds: Mapping[str, np.ndarray] | None = None,
-                 threads: int = 2) -> tuple[np.ndarray, ...]:
-    """Per-group unit scores; ``activation`` measures the consumers' inputs on ``feeds``."""
-    means = None
+                 threads: int = 2, seed: int = 0) -> tuple[np.ndarray, ...]:
+    """Per-group unit scores; ``activation`` and ``greedy`` measure the consumers' inputs on ``feeds``."""
+    means = grams = None
     if criterion == "activation" and feeds is not None:
         axes = {t: analysis.labels[t].axis for t in consumer_inputs(analysis)}
         means = channel_means(analysis.model.proto, feeds, axes, threads=threads)
-    return importance(analysis, criterion, means)
+    if criterion == "greedy" and feeds is not None:
+        consumers = sorted({c for g in analysis.prunable_groups for c in g.consumers})
+        grams = contribution_grams(analysis.model.proto, consumers, feeds, np.random.default_rng(seed),
+                                   threads=threads)
+    return importance(analysis, criterion, means, grams)
 
 
 def affected_consumers(analysis: Analysis, plan: Plan) -> tuple[str, ...]:
@@ -195,14 +200,14 @@ def prune_file(path: str | os.PathLike[str], output: str | os.PathLike[str], *, 
     check_deploy(original, deploy, np.random.default_rng(calib.seed if calib is not None else 0))
     analysis, _ = analyze_file(source, input_shapes=input_shapes)
     keep_count(1, ratio, round_to)  # validates ratio / round_to before any work
-    if (repair_mode is not None or criterion == "activation") and calib is None:
-        raise DataError("--reconstruct, --bias-correct and --criterion activation need calibration data; "
+    if (repair_mode is not None or criterion in ("activation", "greedy")) and calib is None:
+        raise DataError("--reconstruct, --bias-correct and --criterion activation|greedy need calibration data; "
                         "pass --calib FILE.npz")
     feeds = calibration_feeds(source, calib) if calib is not None else None
     threads = options.threads if options is not None else 2
     fields = {"criterion": criterion, "ratio": ratio} if plan is None else {}
     if plan is None:
-        scores = group_scores(analysis, criterion, feeds, threads)
+        scores = group_scores(analysis, criterion, feeds, threads, seed=calib.seed if calib else 0)
         plan = repair_plan(analysis, ratio_plan(scores, [g.prunable for g in analysis.groups], ratio, round_to))
     pruned = prune_model(analysis, plan)
     fixed = None

@@ -149,6 +149,17 @@ def conv_patches(layer: Layer, x: np.ndarray, image: np.ndarray, where: np.ndarr
     return patch.reshape(len(image), layer.groups, -1)
 
 
+def design_rows(layer: Layer, x: np.ndarray, image: np.ndarray, where: np.ndarray,
+                out_shape: tuple[int, ...]) -> np.ndarray:
+    """Rows ``(R, groups, cols)`` of the layer's input ``x`` that produce its output at ``(image, where)``."""
+    if layer.op == "Conv":
+        return conv_patches(layer, x, image, where, out_shape)
+    if layer.op == "Gemm":
+        return x[image][:, None, :]
+    flat = x.reshape(x.shape[0], -1, x.shape[-1])
+    return flat[image, where][:, None, :]
+
+
 def _conv_geometry(node: onnx.NodeProto, kernel_shape: tuple[int, ...]) -> dict[str, object] | None:
     attrs = _attrs(node)
     k = tuple(int(v) for v in kernel_shape)

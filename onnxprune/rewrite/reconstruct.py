@@ -30,7 +30,7 @@ import onnx
 from onnx import numpy_helper
 
 from onnxprune.rewrite.capture import channel_means, rows_at, run_batches, sample_positions
-from onnxprune.rewrite.layers import Layer, conv_patches, describe_layers, unshare_weights
+from onnxprune.rewrite.layers import Layer, describe_layers, design_rows, unshare_weights
 from onnxprune.rewrite.normal import NormalEquations
 from onnxprune.rewrite.stepper import SegmentError, Stepper
 
@@ -102,17 +102,6 @@ def _original_targets(original: onnx.ModelProto, layers: Sequence[Layer], feeds:
                 np.concatenate([p[2] for p in parts]), shapes[n]) for n, parts in found.items()}
 
 
-def _design(layer: Layer, x: np.ndarray, image: np.ndarray, where: np.ndarray,
-            out_shape: tuple[int, ...]) -> np.ndarray:
-    """Rows ``(R, groups, cols)`` of the layer's input that produce its output at the sampled positions."""
-    if layer.op == "Conv":
-        return conv_patches(layer, x, image, where, out_shape)
-    if layer.op == "Gemm":
-        return x[image][:, None, :]
-    flat = x.reshape(x.shape[0], -1, x.shape[-1])
-    return flat[image, where][:, None, :]
-
-
 def _start_fit(layer: Layer, weights: Mapping[str, np.ndarray], target: Target) -> NormalEquations:
     w, _ = layer.get(weights)
     outs = int(layer.out_mask.sum()) if layer.out_mask.size == target[2].shape[1] else target[2].shape[1]
@@ -126,7 +115,7 @@ def _add_batch(layer: Layer, normal: NormalEquations, x: np.ndarray, start: int,
     y = rows[lo:hi]
     if layer.out_mask.size == rows.shape[1]:
         y = y[:, layer.out_mask]
-    normal.add(_design(layer, x, image[lo:hi] - start, where[lo:hi], out_shape), y)
+    normal.add(design_rows(layer, x, image[lo:hi] - start, where[lo:hi], out_shape), y)
 
 
 def _finish_fit(layer: Layer, weights: dict[str, np.ndarray], normal: NormalEquations, ridge: float) -> LayerFit:
