@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import version_converter
 
 from onnxprune.deploy.interface import restore_interface
 from onnxprune.deploy.opset import convert_opset
@@ -30,7 +31,7 @@ from onnxprune.deploy.simplify import simplify
 from onnxprune.deploy.triton import TritonOptions, check_export, export_triton
 from onnxprune.errors import OnnxPruneError, UnsupportedInput
 from onnxprune.io import PROTOBUF_LIMIT
-from onnxprune.load import default_opset
+from onnxprune.load import MIN_OPSET, default_opset
 from onnxprune.plan import Plan
 
 logger = logging.getLogger(__name__)
@@ -59,25 +60,50 @@ class DeployOptions:
     force: bool = False
 
 
+def _to_opset(original: onnx.ModelProto, model: onnx.ModelProto, options: DeployOptions,
+              rng: np.random.Generator) -> tuple[onnx.ModelProto, int | None]:
+    """``model`` at ``--opset`` or, without it, at ``original``'s opset; and that opset (``None``: kept)."""
+    opset, upgraded = options.opset, default_opset(model)
+    if opset is None and upgraded != default_opset(original):
+        opset = default_opset(original)  # the load stage upgraded it (opset < 13): convert back
+    if opset is None or opset == upgraded:
+        return model, opset
+    try:
+        return convert_opset(model, opset, rng), opset
+    except UnsupportedInput as exc:
+        if options.opset is not None:
+            raise
+        logger.info("no way back to opset %d: %s", opset, exc)
+        raise UnsupportedInput(f"the pruned model (opset {upgraded}) cannot go back to the input's opset "
+                               f"{opset}; pass --opset {upgraded} to accept the upgrade") from exc
+
+
 def check_deploy(original: onnx.ModelProto, options: DeployOptions, rng: np.random.Generator) -> None:
     """Refuse bad deploy settings before any work (writes nothing).
 
-    ``--opset`` is tried on the (simplified) original: pruning keeps its op types.
+    The opset conversion (``--opset``, or back to an opset below 13 that the load stage
+    upgrades) is tried on the (simplified) original: pruning keeps its op types.
 
     Raises:
         UnsupportedInput: an ``opset`` out of range or impossible for this model; a model that
             Triton cannot serve with these options.
         OutputError: a bad Triton name or an existing entry without ``force``.
     """
+    model = original
     if options.opset is not None:
         newest = onnx.defs.onnx_opset_version()
         if not 7 <= options.opset <= newest:
             raise UnsupportedInput(f"--opset {options.opset} is outside 7..{newest} (this onnx); "
                                    f"choose an opset in that range or leave it out")
-        if options.opset != default_opset(original) and original.ByteSize() < PROTOBUF_LIMIT:
-            # the output is converted after simplification (e.g. BatchNorm folded away): try that
-            proxy = simplify(original) if options.simplify else original
-            convert_opset(proxy, options.opset, rng)
+    elif default_opset(original) < MIN_OPSET:  # the load stage upgrades it; the output must come back
+        try:
+            model = version_converter.convert_version(original, MIN_OPSET)
+        except Exception:  # the converter raises bare RuntimeErrors; the load stage reports it
+            model = original
+    target = options.opset if options.opset is not None else default_opset(original)
+    if target != default_opset(model) and model.ByteSize() < PROTOBUF_LIMIT:
+        # the output is converted after simplification (e.g. BatchNorm folded away): try that
+        _to_opset(original, simplify(model) if options.simplify else model, options, rng)
     if options.triton_repo is not None:
         if options.triton is None:
             raise UnsupportedInput("a Triton repository needs a model name; pass --triton-name")
@@ -128,18 +154,7 @@ def finish(original: onnx.ModelProto, pruned: onnx.ModelProto, options: DeployOp
         InvalidModel: the result fails the ONNX checker.
     """
     model = _simplified(pruned, rng) if options.simplify else pruned
-    opset, upgraded = options.opset, default_opset(model)
-    if opset is None and upgraded != default_opset(original):
-        opset = default_opset(original)  # the load stage upgraded it (opset < 13): convert back
-    if opset is not None:
-        try:
-            model = convert_opset(model, opset, rng)
-        except UnsupportedInput as exc:
-            if options.opset is not None:
-                raise
-            logger.info("no way back to opset %d: %s", opset, exc)
-            raise UnsupportedInput(f"the pruned model (opset {upgraded}) cannot go back to the input's opset "
-                                   f"{opset}; pass --opset {upgraded} to accept the upgrade") from exc
+    model, opset = _to_opset(original, model, options, rng)
     return restore_interface(original, model, opset=opset, extra_metadata=metadata)
 
 

@@ -152,3 +152,17 @@ def test_compress_with_data_records_the_measured_accuracy(user_model: Path, tmp_
                  "--preprocess", "cifar", "--agent", "random", "--episodes", "2", "--json", str(report)]) == 0
     accuracy = json.loads(report.read_text())["accuracy_after"]
     assert _props(onnx.load(str(out)))["onnxprune.accuracy"] == f"{accuracy:.2f}"
+
+
+def test_input_below_opset_13_comes_back_to_its_opset(tmp_path: Path) -> None:
+    entry = next(e for e in zoo_entries() if e.name == "resnet20")
+    source = save_model(export_onnx(entry.build(0), entry.input_shape, dynamic_batch=True, opset=11),
+                        tmp_path / "opset11.onnx")
+    kept, upgraded = tmp_path / "kept.onnx", tmp_path / "upgraded.onnx"
+    assert main(["prune", str(source), "-o", str(kept), "--ratio", "0.5"]) == 0  # load upgrades it to 13
+    assert main(["prune", str(source), "-o", str(upgraded), "--ratio", "0.5", "--opset", "13"]) == 0
+    original, old, new = (onnx.load(str(p)) for p in (source, kept, upgraded))
+    assert check_interface(original, old) == []  # opset 11 and the input's IR version
+    assert [i.version for i in new.opset_import if i.domain in ("", "ai.onnx")] == [13]
+    diff, scale = output_diff(new, old, np.random.default_rng(4), batch=7)
+    assert diff <= 1e-5 * max(1.0, scale)
