@@ -226,3 +226,26 @@ def test_shared_initializer_gets_one_copy_per_refitted_node() -> None:
     test = {"x": rng.standard_normal((5, 4, 8, 8)).astype(np.float32)}
     want = run(original, test)[0]
     assert np.abs(run(fixed, test)[0] - want).mean() < np.abs(run(pruned, test)[0] - want).mean()
+
+
+def test_reconstruct_tf_style_nhwc_model_with_depthwise_and_matmul_head() -> None:
+    from models.tf_nhwc import tf_style_nhwc_model
+    from onnxprune.plan import ratio_plan
+
+    rng = np.random.default_rng(11)
+    model = normalize(tf_style_nhwc_model(seed=3))
+    analysis = analyze(model)
+    plan = ratio_plan(weight_importance(analysis, "l1"), [g.prunable for g in analysis.groups], 0.5)
+    pruned = prune_model(analysis, plan)
+    masks = tensor_masks(analysis, unit_mask(analysis, plan))
+    consumers = sorted({c for gid in plan.keep for c in analysis.groups[gid].consumers})
+    feeds = {"input": rng.standard_normal((48, 16, 16, 3)).astype(np.float32)}  # the input's batch is fixed to 1
+    fixed, report = repair(model.proto, pruned, consumers, masks, feeds, np.random.default_rng(12),
+                           options=ReconstructOptions(batch_size=1))
+    methods = {f.node: f.method for f in report.layers}
+    assert methods["model/depthwise_conv2d/Conv2D"] == "lstsq" and methods["model/dense_1/MatMul"] == "lstsq"
+    test = [rng.standard_normal((1, 16, 16, 3)).astype(np.float32) for _ in range(8)]
+    want = np.concatenate([run(model.proto, {"input": x})[0] for x in test])
+    err_pruned = np.square(np.concatenate([run(pruned, {"input": x})[0] for x in test]) - want).mean()
+    err_fixed = np.square(np.concatenate([run(fixed, {"input": x})[0] for x in test]) - want).mean()
+    assert err_fixed < 0.5 * err_pruned
