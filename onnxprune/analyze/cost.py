@@ -11,6 +11,7 @@ Conventions (stated in the README too):
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -22,16 +23,23 @@ from onnxprune.load import Model
 
 _FLOAT = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
                     onnx.TensorProto.BFLOAT16})
+_MAC_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+logger = logging.getLogger(__name__)
 ShapeOf = Callable[[str], tuple[int | None, ...] | None]
 
 
 @dataclass(frozen=True)
 class Cost:
-    """Model cost. ``bops`` uses per-layer bit-widths (float layers count 32 x 32)."""
+    """Model cost. ``bops`` uses per-layer bit-widths (float layers count 32 x 32).
+
+    ``unknown`` counts Conv/Gemm/MatMul nodes whose shapes stayed symbolic (their MACs are
+    missing: pass ``--input-shape``).
+    """
 
     macs: int
     params: int
     bops: int
+    unknown: int = 0
 
 
 def _prod(dims: tuple[int | None, ...] | None) -> int:
@@ -84,13 +92,17 @@ def model_cost(model: Model, bits: Mapping[str, tuple[int, int]] | None = None) 
 
 def _cost(model: Model, shape_of: ShapeOf, bits: Mapping[str, tuple[int, int]]) -> Cost:
     """MACs, params and BOPs of ``model`` under the shape lookup ``shape_of``."""
-    macs = bops = 0
+    macs = bops = unknown = 0
     for node in model.proto.graph.node:
         m = node_macs(node, shape_of)
         macs += m
         bops += m * _bits(node, bits)
+        unknown += m == 0 and node.op_type in _MAC_OPS
     params = sum(_prod(shape_of(name)) for name in _param_initializers(model))
-    return Cost(macs=macs, params=params, bops=bops)
+    if unknown:
+        logger.warning("%d Conv/Gemm/MatMul nodes have symbolic shapes: their MACs are not counted; "
+                       "pass --input-shape NAME:D0,D1,... to count them", unknown)
+    return Cost(macs=macs, params=params, bops=bops, unknown=unknown)
 
 
 def pruned_shapes(analysis: Analysis, masks: Mapping[str, np.ndarray]) -> ShapeOf:
