@@ -117,17 +117,26 @@ def test_policy_transfers_to_a_deeper_resnet(models: dict[str, Path], data: Data
         pipeline.compress_file(models["resnet32"], tmp_path / "bad.onnx", policy=models["resnet20"], **kwargs)
 
 
-def test_policy_runs_on_a_zoo_model(tmp_path: Path) -> None:
+def _cheap_env(analysis, target: float, round_to: int = 1) -> CompressionEnv:  # noqa: ANN001
+    space = SearchSpace.build(analysis, weight_importance(analysis), round_to=round_to)
+    return CompressionEnv(space, target=target, metric="macs", apply=lambda plan: prune_model(analysis, plan),
+                          score=lambda m: float(len(m.graph.node)) / 1000.0)
+
+
+def test_resnet_agent_transfers_to_a_zoo_model(models: dict[str, Path], tmp_path: Path) -> None:
+    _, trained = ppo_search(_cheap_env(analyze(load(models["resnet20"])), 0.5), 2, seed=0, config=FAST)
     entry = next(e for e in zoo_entries() if e.name == "mobilenetv2")
     export_onnx(entry.build(0), entry.input_shape, tmp_path / "m.onnx")
-    analysis = analyze(load(tmp_path / "m.onnx"))
-    space = SearchSpace.build(analysis, weight_importance(analysis), round_to=4)
-    env = CompressionEnv(space, target=0.3, metric="macs", apply=lambda plan: prune_model(analysis, plan),
-                         score=lambda m: float(len(m.graph.node)) / 1000.0)
-    state, agent = ppo_search(env, 2, seed=0, config=FAST)
+    env = _cheap_env(analyze(load(tmp_path / "m.onnx")), 0.3, round_to=4)
+    firsts: list[tuple[float, ...]] = []
+    state, agent = ppo_search(env, 2, seed=0, config=FAST, transfer=trained,
+                              on_episode=lambda e, *_: firsts.append(e.requested))
     assert state.best is not None and agent.updates == 1
+    space = env.space
     assert abs(state.best.macs / (0.7 * space.cost(space.sizes).macs) - 1) <= 0.01
     assert all(k % 4 == 0 or k == s for k, s in zip(state.best.keeps, space.sizes))
+    fresh, _ = ppo_search(env, 1, seed=0, config=FAST)
+    assert fresh.best is not None and fresh.best.requested != firsts[0]  # the transferred weights act
 
 
 def test_group_permutation_permutes_the_action_distribution(models: dict[str, Path]) -> None:
