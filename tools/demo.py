@@ -4,11 +4,12 @@ Runs on a fresh machine with no ``../shared``: the model is committed (``models/
 made by ``tools/train_digits.py``) and the data ships inside scikit-learn. Steps, each through
 the ``onnxprune`` CLI (the commands are printed as they run):
 
-1. write the digits validation and test splits to ``build/digits_{val,test}.npz`` (uint8
-   pixels 0..16 and labels; the model was trained on the third, train split);
-2. ``onnxprune compress models/digits_cnn.onnx --target 0.5 --data build/digits_val.npz ...``
-   (the search scores candidates on the validation split only), or, in a build without
-   ``compress``, ``onnxprune prune --ratio 0.5``;
+1. write the digits splits to ``build/digits_{calib,val,test}.npz`` (uint8 pixels 0..16 and
+   labels; ``calib`` is the train split the model was trained on);
+2. ``onnxprune compress models/digits_cnn.onnx --target 0.5 --data build/digits_val.npz ...
+   --reconstruct --calib build/digits_calib.npz`` (the search scores candidates on the
+   validation split only; the best one is repaired by least squares on the train split), or,
+   in a build without ``compress``, ``onnxprune prune --ratio 0.5``;
 3. ``onnxprune eval`` on the test split: the original, and the compressed model with
    ``--baseline`` (fidelity);
 4. ``onnxprune bench`` of the compressed model against the original (alternating runs);
@@ -42,7 +43,8 @@ from onnxprune.io import write_bytes_atomic  # noqa: E402
 BUILD = ROOT / "build"
 PIXELS = ("--scale", f"{PIXEL_SCALE:g}", "--layout", "nchw")  # raw 0..16 pixels -> the model's input
 COMPRESS_ARGS = ("compress", "models/digits_cnn.onnx", "--target", "0.5", "--data", "build/digits_val.npz",
-                 *PIXELS, "--episodes", "60", "--seed", "0", "-o", "build/digits_pruned.onnx")
+                 *PIXELS, "--episodes", "60", "--seed", "0", "--reconstruct", "--calib", "build/digits_calib.npz",
+                 "-o", "build/digits_pruned.onnx")
 PRUNE_ARGS = ("prune", "models/digits_cnn.onnx", "--ratio", "0.5", "-o", "build/digits_pruned.onnx")
 EVAL_ARGS = ("--data", "build/digits_test.npz", *PIXELS)
 BENCH_ARGS = ("--batch", "1,64", "--runs", "100")
@@ -62,16 +64,17 @@ def read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def write_splits() -> tuple[int, int]:
-    """Write the validation and test splits as raw pixels; return their sizes."""
+def write_splits() -> tuple[int, int, int]:
+    """Write the calibration (= train), validation and test splits as raw pixels; return their sizes."""
     split = digits_split()
     BUILD.mkdir(exist_ok=True)
-    for name, images, labels in (("val", split.val_images, split.val_labels),
+    for name, images, labels in (("calib", split.train_images, split.train_labels),
+                                 ("val", split.val_images, split.val_labels),
                                  ("test", split.test_images, split.test_labels)):
         buffer = io.BytesIO()
         np.savez(buffer, images=images, labels=labels)
         write_bytes_atomic(BUILD / f"digits_{name}.npz", buffer.getvalue())
-    return len(split.val_labels), len(split.test_labels)
+    return len(split.train_labels), len(split.val_labels), len(split.test_labels)
 
 
 def compress_step() -> tuple[str, ...] | None:
@@ -122,8 +125,9 @@ def main() -> int:
     start = time.perf_counter()
     console = Console()
     os.chdir(ROOT)  # the printed commands use paths relative to the repo root
-    val, test = write_splits()
-    console.print(f"wrote {val} validation and {test} test digits to build/digits_val.npz, build/digits_test.npz")
+    calib, val, test = write_splits()
+    console.print(f"wrote {calib} calibration (train), {val} validation and {test} test digits to "
+                  "build/digits_{calib,val,test}.npz")
     step = compress_step()
     if step is not None:
         run(console, *step)

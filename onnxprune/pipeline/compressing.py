@@ -189,7 +189,7 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     started = time.perf_counter()
     analysis = analyze(load(source, input_shapes=input_shapes))
     latency = None
-    if metric == "latency":  # per-layer table measured on this runtime, cached next to the output
+    if "latency" in (metric, reward):  # per-layer table measured on this runtime, cached beside the output
         latency = LatencyModel(analysis, measure_table(analysis, runtime or Runtime(device="cpu"), round_to=round_to,
                                                        cache=target_path.with_name(target_path.name + ".latency.json")))
     space = SearchSpace.build(analysis, weight_importance(analysis, criterion), max_ratio=max_ratio,
