@@ -48,6 +48,7 @@ class Episode:
         params: Parameters of the candidate.
         accuracy: Validation top-1 in ``[0, 1]``, or ``None`` without data.
         reward: The reward (0 without data).
+        latency: Predicted milliseconds (when the space has a latency table).
     """
 
     index: int
@@ -59,12 +60,14 @@ class Episode:
     params: int
     accuracy: float | None
     reward: float
+    latency: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict."""
         return {"index": self.index, "requested": list(self.requested), "actions": list(self.actions),
                 "keeps": list(self.keeps), "plan": self.plan.to_json(), "macs": self.macs,
-                "params": self.params, "accuracy": self.accuracy, "reward": self.reward}
+                "params": self.params, "accuracy": self.accuracy, "reward": self.reward,
+                "latency": self.latency}
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Episode:
@@ -72,7 +75,7 @@ class Episode:
         return cls(index=int(obj["index"]), requested=tuple(obj["requested"]), actions=tuple(obj["actions"]),
                    keeps=tuple(int(k) for k in obj["keeps"]), plan=Plan.from_json(obj["plan"]),
                    macs=int(obj["macs"]), params=int(obj["params"]), accuracy=obj["accuracy"],
-                   reward=float(obj["reward"]))
+                   reward=float(obj["reward"]), latency=obj.get("latency"))
 
 
 def _conv_facts(space: SearchSpace, gid: int) -> tuple[float, float, float, float, float, float]:
@@ -116,7 +119,7 @@ class CompressionEnv(Generic[Candidate]):
             metric: ``macs``, ``params`` or ``latency`` (predicted by ``space.latency``).
             apply: Builds the candidate model of a plan (e.g. rewrite, plus reconstruction).
             score: Validation top-1 of a candidate in ``[0, 1]``; ``None`` for data-free runs.
-            reward: Reward of ``(error, macs, params)``.
+            reward: Reward of ``(error, macs, params, latency)``.
         """
         self.space, self.target, self.metric = space, target, metric
         self.apply, self.score, self.reward = apply, score, reward
@@ -170,10 +173,11 @@ class CompressionEnv(Generic[Candidate]):
         cost = self.space.plan_cost(plan)
         candidate = self.apply(plan)
         accuracy = self.score(candidate) if self.score is not None else None
-        reward = self.reward(1.0 - accuracy, cost.macs, cost.params) if accuracy is not None else 0.0
+        latency = self.space.measure(fitted.keeps, "latency") if self.space.latency is not None else None
+        reward = self.reward(1.0 - accuracy, cost.macs, cost.params, latency) if accuracy is not None else 0.0
         episode = Episode(index=self.episodes, requested=tuple(float(a) for a in actions),
                           actions=fitted.actions, keeps=fitted.keeps, plan=plan, macs=cost.macs,
-                          params=cost.params, accuracy=accuracy, reward=reward)
+                          params=cost.params, accuracy=accuracy, reward=reward, latency=latency)
         self.episodes += 1
         logger.info("episode %d: reward %.4f, %s MACs", episode.index, reward, f"{cost.macs:,}")
         return episode, candidate

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +15,14 @@ from models.resnet_cifar import resnet_cifar
 from onnxprune.analyze import analyze
 from onnxprune.analyze.importance import weight_importance
 from onnxprune import pipeline
+from onnxprune.errors import PlanError
 from onnxprune.evaluate import DataSpec, Runtime, make_preprocess
 from onnxprune.load import load
 from onnxprune.pipeline.latency_table import FRACTIONS, grid, measure_table, single_node
+from onnxprune.search.env import CompressionEnv
 from onnxprune.search.latency import LatencyModel, LatencyTable, TableEntry, describe
 from onnxprune.search.rescale import rescale
+from onnxprune.search.reward import r_latency
 from onnxprune.search.space import SearchSpace
 
 
@@ -112,3 +116,20 @@ def test_compress_to_a_latency_target(analysis, tmp_path: Path) -> None:  # noqa
     assert (tmp_path / "out.onnx.latency.json").exists()
     session = ort.InferenceSession(str(report.output), providers=["CPUExecutionProvider"])
     assert session.run(None, {session.get_inputs()[0].name: np.zeros((1, 3, 32, 32), np.float32)})[0].shape == (1, 10)
+
+
+def test_latency_aware_reward(analysis) -> None:  # noqa: ANN001
+    assert r_latency(0.25, 10, 10, 2.0) == pytest.approx(-0.25 * math.log(2000.0))
+    with pytest.raises(PlanError, match="latency table"):
+        r_latency(0.25, 10, 10, None)
+    space = SearchSpace.build(analysis, weight_importance(analysis),
+                              latency=LatencyModel(analysis, _synthetic_table(analysis)))
+    env = CompressionEnv(space, target=0.5, metric="macs", apply=lambda plan: plan, score=lambda _: 0.75,
+                         reward=r_latency)
+    rng = np.random.default_rng(0)
+    episodes = [env.evaluate(rng.uniform(0.0, 0.8, len(space))) for _ in range(3)]
+    for e in episodes:  # same MACs target, the reward ranks by table latency
+        assert e.latency == pytest.approx(space.measure(e.keeps, "latency"))
+        assert e.reward == pytest.approx(-0.25 * math.log(1000.0 * e.latency))
+    assert len({round(e.latency, 9) for e in episodes}) == 3
+    assert type(episodes[0]).from_json(episodes[0].to_json()).latency == episodes[0].latency
