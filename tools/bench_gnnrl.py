@@ -6,7 +6,8 @@ subset of ``--val-size`` train images (GNN-RL's protocol uses 1,000). The per-ep
 mean gap between consecutive episodes (PPO updates included, the setup excluded); the agent's
 own cost is the difference to random search, which does nothing but build and score, and is also
 timed alone (``agent-only``: the same PPO episodes with a constant score and no model built,
-so the machine's load moves it less). Prints a table and writes JSON. No accuracy claims: the episodes are too few to compare agents.
+so the machine's load moves it less). Prints a table and writes JSON. No accuracy claims: the
+episodes are too few to compare agents.
 
     .venv/bin/python tools/bench_gnnrl.py --depths 20,56 --episodes 8 --json bench_gnnrl.json
 """

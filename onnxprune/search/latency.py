@@ -8,8 +8,9 @@ time of a tiny single-node model at a grid of kept input widths x kept output wi
 latency is the sum over its Conv/Gemm nodes of the entry bilinearly interpolated at the node's
 pruned widths (clamped to the measured grid). Other ops (BatchNorm, ReLU, Add, pooling) are not
 counted, nor are grouped (not depthwise) convolutions: the metric is the time of the layers
-whose width pruning changes. A node whose pruned shapes are unknown counts at full width. The table is built by :func:`onnxprune.pipeline.latency_table.measure_table`; this
-module only reads it.
+whose width pruning changes. A node whose pruned shapes are unknown counts at full width.
+The table is built by :func:`onnxprune.pipeline.latency_table.measure_table`; this module only
+reads it.
 """
 
 from __future__ import annotations
