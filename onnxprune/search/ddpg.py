@@ -24,6 +24,8 @@ from __future__ import annotations
 import base64
 import io
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -56,6 +58,8 @@ class DDPGConfig:
         buffer_size: Transitions the replay buffer keeps (oldest dropped first).
         baseline_alpha: Step of the moving-average reward baseline ``b += alpha (mean(r) - b)``.
         updates_per_step: Gradient updates per stored transition after warm-up.
+        torch_threads: Torch intra-op threads while the search runs (restored after). The networks
+            are small: on a busy 2-core machine 2 threads made 12 updates take 3.7 s instead of 0.35 s.
     """
 
     hidden: int = 300
@@ -70,6 +74,7 @@ class DDPGConfig:
     buffer_size: int = 2000
     baseline_alpha: float = 0.5
     updates_per_step: int = 1
+    torch_threads: int = 1
 
 
 class ReplayBuffer:
@@ -264,6 +269,17 @@ class DDPGAgent:
                             "run without --resume") from exc
 
 
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with ``count`` torch intra-op threads, then restore the previous count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def ddpg_search(env: CompressionEnv[Any], states: StateBuilder, episodes: int, *, seed: int, agent: str = "amc",
                 config: DDPGConfig | None = None, state: SearchState | None = None,
                 on_episode: OnEpisode | None = None) -> SearchState:
@@ -282,6 +298,14 @@ def ddpg_search(env: CompressionEnv[Any], states: StateBuilder, episodes: int, *
     if episodes < 1:
         raise PlanError(f"--episodes {episodes}: give 1 or more")
     config = config or DDPGConfig()
+    with torch_threads(config.torch_threads):
+        return _search(env, states, episodes, seed=seed, agent=agent, config=config, state=state,
+                       on_episode=on_episode)
+
+
+def _search(env: CompressionEnv[Any], states: StateBuilder, episodes: int, *, seed: int, agent: str,
+            config: DDPGConfig, state: SearchState | None, on_episode: OnEpisode | None) -> SearchState:
+    """The loop of :func:`ddpg_search` (arguments as there)."""
     learner = DDPGAgent(states.dim, env.space.max_ratio, config, generator=torch.Generator().manual_seed(seed),
                         rng=np.random.default_rng(seed))
     state = state or SearchState(agent=agent, seed=seed)

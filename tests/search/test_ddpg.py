@@ -23,7 +23,7 @@ from onnxprune.load import load
 from onnxprune.rewrite import prune_model
 from onnxprune.search.baselines import SearchState
 from onnxprune.search.ddpg import (DDPGAgent, DDPGConfig, ReplayBuffer, ddpg_search, default_warmup, noise_sigma,
-                                   soft_update, truncated_normal)
+                                   soft_update, torch_threads, truncated_normal)
 from onnxprune.search.env import CompressionEnv
 from onnxprune.search.space import SearchSpace
 from onnxprune.search.states import AGMCStates, AMCStates, make_states
@@ -91,6 +91,10 @@ def test_noise_decays_exponentially_after_warmup_and_stays_in_bounds() -> None:
     assert 0.3 < draws.mean() < 0.6  # pulled below mu by the upper bound
     assert truncated_normal(0.9, 0.0, 0.0, 0.8, rng) == 0.8
     assert default_warmup(60) == 20 and default_warmup(900) == 100
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
 
 
 def test_update_uses_moving_average_baseline_and_fits_critic() -> None:
