@@ -54,6 +54,8 @@ class PPOConfig:
 
     Attributes:
         steps: Pruning steps per episode; step ``k`` reaches ``target * (k + 1) / steps``.
+        step_tol: Relative tolerance of the intermediate targets (only the next state depends on
+            them; the last step meets the target within the environment's 1 %). Looser is cheaper.
         episodes_per_update: Episodes collected before each PPO update (the rollout).
         update_epochs: Passes over the rollout per update.
         minibatches: Minibatches per pass.
@@ -75,6 +77,7 @@ class PPOConfig:
     """
 
     steps: int = 3
+    step_tol: float = 0.05
     episodes_per_update: int = 4
     update_epochs: int = 4
     minibatches: int = 2
@@ -160,7 +163,8 @@ def run_episode(env: CompressionEnv[Any], graph: PolicyGraph, policy: GNNPolicy,
         step = np.clip(action.numpy().astype(np.float64), 0.0, space.max_ratio)
         requested = 1.0 - (1.0 - removed) * (1.0 - step)
         if k < config.steps - 1:
-            fitted = rescale(space, requested, env.target * (k + 1) / config.steps, metric=env.metric)
+            fitted = rescale(space, requested, env.target * (k + 1) / config.steps, metric=env.metric,
+                             tol=config.step_tol)
             removed = np.asarray(fitted.actions, dtype=np.float64)
             transitions.append(Transition(obs, action, logprob, float(value), 0.0, False))
             continue

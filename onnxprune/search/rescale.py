@@ -86,8 +86,9 @@ def group_weights(space: SearchSpace, metric: str) -> np.ndarray:
     return np.maximum(raw / total, 1e-9)
 
 
-def _bisect(space: SearchSpace, meter: _Meter, actions: np.ndarray, goal: float, steps: int = 30) -> np.ndarray:
-    """Global scale ``s`` of ``actions`` with the value closest to ``goal`` from below (or the lowest)."""
+def _bisect(space: SearchSpace, meter: _Meter, actions: np.ndarray, goal: float, tol: float,
+            steps: int = 30) -> np.ndarray:
+    """Global scale ``s`` of ``actions`` with the value closest to ``goal`` (stops once within ``tol``)."""
     base = np.maximum(actions, _FLOOR)
     lo, hi = 0.0, space.max_ratio / float(base.min())
 
@@ -96,6 +97,8 @@ def _bisect(space: SearchSpace, meter: _Meter, actions: np.ndarray, goal: float,
 
     for _ in range(steps):
         mid = 0.5 * (lo + hi)
+        if abs(value(mid) - goal) <= tol * goal:
+            return np.clip(mid * base, 0.0, space.max_ratio)
         if value(mid) > goal:
             lo = mid
         else:
@@ -168,7 +171,7 @@ def rescale(space: SearchSpace, actions: Sequence[float], target: float, *, metr
         a = np.clip(a + rest * (a / a.sum()) / weights, 0.0, space.max_ratio)
     keeps = list(space.keeps(a))
     if abs(meter(tuple(keeps)) - goal) > tol * goal:
-        a = _bisect(space, meter, a, goal)
+        a = _bisect(space, meter, a, goal, tol)
         keeps = _polish(space, meter, list(space.keeps(a)), goal, tol)
     value = meter(tuple(keeps))
     if abs(value - goal) > tol * goal:
