@@ -7,7 +7,9 @@ mean gap between consecutive episodes (PPO updates included, the setup excluded)
 own cost is the difference to random search, which does nothing but build and score, and is also
 timed alone (``agent-only``: the same PPO episodes with a constant score and no model built,
 so the machine's load moves it less). Prints a table and writes JSON. No accuracy claims: the
-episodes are too few to compare agents.
+episodes are too few to compare agents. ``--learn N`` adds a check that PPO learns at all: on
+ResNet-20 with a synthetic score (mean kept fraction of the first four groups), the mean reward
+per block of 20 episodes for gnnrl (3 steps and 1 step per episode) and random search.
 
     .venv/bin/python tools/bench_gnnrl.py --depths 20,56 --episodes 8 --json bench_gnnrl.json
 """
@@ -38,7 +40,8 @@ from onnxprune.analyze.importance import weight_importance  # noqa: E402
 from onnxprune.io import write_json_atomic  # noqa: E402
 from onnxprune.load import load  # noqa: E402
 from onnxprune.search.env import CompressionEnv  # noqa: E402
-from onnxprune.search.ppo import ppo_search  # noqa: E402
+from onnxprune.search.baselines import random_search  # noqa: E402
+from onnxprune.search.ppo import PPOConfig, ppo_search  # noqa: E402
 from onnxprune.search.space import SearchSpace  # noqa: E402
 
 
@@ -67,6 +70,24 @@ def _agent_only(src: Path, episodes: int, target: float) -> float:
     return (time.perf_counter() - start) / episodes
 
 
+def _learning(src: Path, episodes: int, seed: int) -> dict[str, list[float]]:
+    """Mean reward per 20 episodes on a synthetic score (kept fraction of the first four groups)."""
+    analysis = analyze(load(src))
+    space = SearchSpace.build(analysis, weight_importance(analysis))
+
+    def score(plan: Any) -> float:
+        kept = [len(plan.keep.get(g, range(n))) / n for g, n in zip(space.group_ids[:4], space.sizes[:4])]
+        return float(sum(kept) / len(kept))
+
+    def env() -> CompressionEnv[Any]:
+        return CompressionEnv(space, target=0.5, metric="macs", apply=lambda plan: plan, score=score)
+
+    runs = {f"gnnrl steps={k}": ppo_search(env(), episodes, seed=seed, config=PPOConfig(steps=k))[0] for k in (3, 1)}
+    runs["random"] = random_search(env(), episodes, seed=seed)
+    return {name: [sum(h[0] for h in st.history[i:i + 20]) / len(st.history[i:i + 20])
+                   for i in range(0, episodes, 20)] for name, st in runs.items()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--depths", default="20,56", help="comma-separated CIFAR ResNet depths")
@@ -74,6 +95,7 @@ def main() -> int:
     parser.add_argument("--val-size", type=int, default=1000, help="train images scoring each candidate")
     parser.add_argument("--target", type=float, default=0.5, help="fraction of MACs removed")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all)")
+    parser.add_argument("--learn", type=int, default=0, metavar="N", help="synthetic learning check, N episodes")
     parser.add_argument("--json", type=Path, default=None, help="write the rows as JSON")
     args = parser.parse_args()
     train = SHARED / "data" / "cifar10" / "train.npz"
@@ -83,6 +105,7 @@ def main() -> int:
     data = DataSpec(path=train, preprocess=make_preprocess("cifar"), val_split=args.val_size, seed=0)
     runtime = Runtime(device="cpu", threads=args.threads)
     rows: list[dict[str, Any]] = []
+    learning: dict[str, list[float]] = {}
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -90,6 +113,8 @@ def main() -> int:
             src = tmp / f"resnet{depth}.onnx"
             export_onnx(resnet_cifar(depth, weights=SHARED / "weights" / f"resnet{depth}_cifar10.npz"),
                         (1, 3, 32, 32), src, dynamic_batch=True)
+            if args.learn and depth == 20:
+                learning = _learning(src, args.learn, seed=0)
             agent_only = _agent_only(src, args.episodes, args.target)
             print(f"resnet{depth} agent only {agent_only:.3f} s/episode", flush=True)
             for agent in ("gnnrl", "random"):
@@ -113,11 +138,19 @@ def main() -> int:
                       f"{r['setup_s']:.1f}", f"{r['best_val_top1']:.2f}" if r["best_val_top1"] is not None else "-")
     console = Console(width=140)
     console.print(table)
+    if learning:
+        curve = Table(title="synthetic learning check (ResNet-20): mean reward per 20 episodes")
+        curve.add_column("agent")
+        for i in range(len(next(iter(learning.values())))):
+            curve.add_column(f"ep {20 * i}-{20 * i + 19}", justify="right")
+        for name, values in learning.items():
+            curve.add_row(name, *(f"{v:.4f}" for v in values))
+        console.print(curve)
     load_after = os.getloadavg()
     console.print(f"load average (1 min) before {load_before[0]:.1f}, after {load_after[0]:.1f}; "
                   f"{os.cpu_count()} CPUs; ORT threads {runtime.threads}")
     if args.json is not None:
-        write_json_atomic(args.json, {"rows": rows, "load": [load_before, load_after]})
+        write_json_atomic(args.json, {"rows": rows, "learning": learning, "load": [load_before, load_after]})
     return 0
 
 

@@ -50,7 +50,8 @@ AGENT_FORMAT = 1  # version of the agent checkpoint layout
 
 @dataclass(frozen=True)
 class PPOConfig:
-    """Hyperparameters of the GNN-RL PPO agent (cleanrl defaults where they apply).
+    """Hyperparameters of the GNN-RL PPO agent (cleanrl's defaults, except a larger learning rate
+    and more epochs per update: a search has few, expensive episodes).
 
     Attributes:
         steps: Pruning steps per episode; step ``k`` reaches ``target * (k + 1) / steps``.
@@ -79,9 +80,9 @@ class PPOConfig:
     steps: int = 3
     step_tol: float = 0.05
     episodes_per_update: int = 4
-    update_epochs: int = 4
+    update_epochs: int = 8
     minibatches: int = 2
-    learning_rate: float = 3e-4
+    learning_rate: float = 1e-3
     gamma: float = 0.99
     gae_lambda: float = 0.95
     clip_coef: float = 0.2
