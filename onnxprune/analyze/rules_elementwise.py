@@ -88,15 +88,21 @@ def _reduce_axes(node: onnx.NodeProto, ctx: AnalysisContext, rank: int) -> list[
     return sorted(norm_axis(int(a), rank) for a in np.atleast_1d(axes))
 
 
-def propagate_reduce(node: onnx.NodeProto, ctx: AnalysisContext) -> None:
-    """Reduce* / ArgMax / ArgMin: channels pass unless their axis is reduced."""
+def _label_and_rank(node: onnx.NodeProto, ctx: AnalysisContext) -> tuple[Labels, int] | None:
+    """Labels and rank of input 0; None (after freezing it if the rank is unknown) otherwise."""
     lab = ctx.label(node.input[0])
     rank = ctx.rank(node.input[0])
-    if lab is None:
-        return
-    if rank is None:
+    if lab is not None and rank is None:
         ctx.freeze(lab.ids, _why(node, "has an input of unknown rank"))
+    return None if lab is None or rank is None else (lab, rank)
+
+
+def propagate_reduce(node: onnx.NodeProto, ctx: AnalysisContext) -> None:
+    """Reduce* / ArgMax / ArgMin: channels pass unless their axis is reduced."""
+    known = _label_and_rank(node, ctx)
+    if known is None:
         return
+    lab, rank = known
     if node.op_type in ("ArgMax", "ArgMin"):
         axes: list[int] | None = [norm_axis(int(attr(node, "axis", 0)), rank)]
     else:
@@ -111,13 +117,10 @@ def propagate_reduce(node: onnx.NodeProto, ctx: AnalysisContext) -> None:
 
 def propagate_axis_op(node: onnx.NodeProto, ctx: AnalysisContext) -> None:
     """Softmax / LogSoftmax / Hardmax / LayerNormalization: channels pass unless normalized over."""
-    lab = ctx.label(node.input[0])
-    rank = ctx.rank(node.input[0])
-    if lab is None:
+    known = _label_and_rank(node, ctx)
+    if known is None:
         return
-    if rank is None:
-        ctx.freeze(lab.ids, _why(node, "has an input of unknown rank"))
-        return
+    lab, rank = known
     axis = norm_axis(int(attr(node, "axis", -1)), rank)
     hit = lab.axis >= axis if node.op_type == "LayerNormalization" else lab.axis == axis
     if hit:
