@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import onnx
 
+from threadpoolctl import threadpool_limits
+
 from onnxprune.rewrite.capture import run_batches, sample_positions
 from onnxprune.rewrite.layers import Layer, describe_layers, design_rows
 
@@ -55,18 +57,25 @@ def contribution_grams(model: onnx.ModelProto, consumers: Sequence[str], feeds: 
     inputs = list(dict.fromkeys(x.input for x in layers))
     grams = {x.node: np.zeros((x.original_weight.shape[1],) * 2) for x in layers}
     count = len(next(iter(feeds.values())))
-    for start, values in run_batches(model, feeds, inputs, batch_size=batch_size, threads=threads):
-        by_name = dict(zip(inputs, values))
-        batch = min(batch_size, count - start)
-        for layer in layers:
-            x = by_name[layer.input]
-            if x.ndim < 2 or x.shape[0] != batch:
-                continue
-            out_shape = (batch, *shapes[layer.output])
-            image, where = sample_positions(out_shape, layer.out_axis, samples_per_image, 0, rng)
-            rows = design_rows(layer, x, image, where, out_shape)[:, 0].astype(np.float64)
-            grams[layer.node] += rows.T @ rows
+    with threadpool_limits(limits=1, user_api="blas"):  # small products: no threads to synchronise
+        for start, batch_values in run_batches(model, feeds, inputs, batch_size=batch_size, threads=threads):
+            _add_rows(layers, grams, dict(zip(inputs, batch_values)), shapes, min(batch_size, count - start),
+                      samples_per_image, rng)
     return _channel_blocks(layers, grams)
+
+
+def _add_rows(layers: Sequence[Layer], grams: dict[str, np.ndarray], by_name: Mapping[str, np.ndarray],
+              shapes: Mapping[str, tuple[int, ...]], batch: int, samples_per_image: int,
+              rng: np.random.Generator) -> None:
+    """Add one batch's sampled input rows of every layer to its Gram matrix."""
+    for layer in layers:
+        x = by_name[layer.input]
+        if x.ndim < 2 or x.shape[0] != batch:
+            continue
+        out_shape = (batch, *shapes[layer.output])
+        image, where = sample_positions(out_shape, layer.out_axis, samples_per_image, 0, rng)
+        rows = design_rows(layer, x, image, where, out_shape)[:, 0].astype(np.float64)
+        grams[layer.node] += rows.T @ rows
 
 
 def _channel_blocks(layers: Sequence[Layer], grams: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

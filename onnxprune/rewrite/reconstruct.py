@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 from onnx import numpy_helper
+from threadpoolctl import threadpool_limits
 
 from onnxprune.rewrite.capture import channel_means, rows_at, run_batches, sample_positions
 from onnxprune.rewrite.layers import Layer, describe_layers, design_rows, unshare_weights
@@ -46,12 +47,15 @@ class ReconstructOptions:
         ridge: Ridge strength relative to the mean diagonal of the normal matrix.
         batch_size: Samples per ONNX Runtime run.
         threads: ONNX Runtime threads.
+        blas_threads: BLAS threads of the normal equations while repairing (one batch's products
+            are small: one thread wastes no CPU on synchronisation, which matters on a shared machine).
     """
 
     samples_per_image: int = 10
     ridge: float = 1e-4
     batch_size: int = 100
     threads: int = 2
+    blas_threads: int = 1
 
 
 @dataclass(frozen=True)
@@ -275,6 +279,14 @@ def repair(original: onnx.ModelProto, pruned: onnx.ModelProto, consumers: Sequen
         The repaired model and a per-layer report.
     """
     options = options or ReconstructOptions()
+    with threadpool_limits(limits=options.blas_threads, user_api="blas"):
+        return _repair(original, pruned, consumers, masks, feeds, rng, mode, options, on_layer)
+
+
+def _repair(original: onnx.ModelProto, pruned: onnx.ModelProto, consumers: Sequence[str],
+            masks: Mapping[str, np.ndarray], feeds: Mapping[str, np.ndarray], rng: np.random.Generator,
+            mode: str, options: ReconstructOptions, on_layer: Callable[[str], None] | None
+            ) -> tuple[onnx.ModelProto, ReconstructReport]:
     t0 = time.perf_counter()
     pruned = unshare_weights(pruned, consumers)
     layers, fallback = describe_layers(original, pruned, consumers, masks)
