@@ -72,9 +72,14 @@ def _run_agent(src: Path, tmp: Path, agent: str, episodes: int, args: argparse.N
     repair = _repair_settings(args)
     extra = {"repair": repair} if repair is not None else {}
     t0 = time.perf_counter()
+    seen: list[float] = []
+
+    def on_episode(episode: Any, *_: Any) -> None:
+        stamps.append(time.perf_counter())
+        seen.append(100.0 * episode.accuracy)
+
     report = pipeline.compress_file(src, out, target=args.target, agent=agent, episodes=episodes, seed=args.seed,
-                                    data=val, runtime=runtime, on_episode=lambda *_: stamps.append(time.perf_counter()),
-                                    **extra)
+                                    data=val, runtime=runtime, on_episode=on_episode, **extra)
     repair_s = float(getattr(report, "repair_seconds", 0.0) or 0.0)
     search_s = time.perf_counter() - t0 - repair_s  # analysis, scoring the input, the episodes
     per_episode = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else search_s
@@ -92,10 +97,14 @@ def _run_agent(src: Path, tmp: Path, agent: str, episodes: int, args: argparse.N
            "macs": report.after.macs, "params": report.after.params,
            "macs_ratio": report.after.macs / report.before.macs,
            "params_ratio": report.after.params / report.before.params,
-           "latency_ratio": bench.rows[0].ratio, "keeps": list(report.best.keeps)}
+           "latency_ratio": bench.rows[0].ratio, "keeps": list(report.best.keeps),
+           "best_episode": report.best.index, "val_by_episode": seen,
+           "val_last10_mean": sum(seen[-10:]) / len(seen[-10:]) if seen else None,
+           "val_first10_mean": sum(seen[:10]) / len(seen[:10]) if seen else None}
     print(f"  {agent:8} ep {row['episodes']:4d}  search {search_s:7.1f} s ({per_episode:5.2f} s/ep)  "
           f"val {row['val_top1_searched']:6.2f} -> {row['val_top1']:6.2f}  test {row['test_top1']:6.2f}  "
-          f"MACs {row['macs_ratio']:.3f}  lat {row['latency_ratio']:.3f}", flush=True)
+          f"MACs {row['macs_ratio']:.3f}  lat {row['latency_ratio']:.3f}  best ep {report.best.index}  "
+          f"val first/last 10 {row['val_first10_mean']:.1f}/{row['val_last10_mean']:.1f}", flush=True)
     return row
 
 
@@ -129,7 +138,7 @@ def _print(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     print(f"\nCIFAR-10, {args.target:.0%} of MACs removed, reward on {args.val_size} train images, top-1 on the "
           f"full test set after reconstruction ({args.calib_size} calibration images), no fine-tuning")
     head = (f"{'model':>9} {'agent':>8} {'top-1':>6} {'val':>6} {'val rec':>7} {'MACs':>11} {'params':>8} "
-            f"{'lat':>6} {'ep':>4} {'search s':>9} {'s/ep':>6} {'rec s':>6}")
+            f"{'lat':>6} {'ep':>4} {'best':>4} {'search s':>9} {'s/ep':>6} {'rec s':>6}")
     print(head)
     for res in results:
         print(f"{res['model']:>9} {'base':>8} {res['test_top1']:>6.2f} {'':>6} {'':>7} {res['macs']:>11,} "
@@ -137,7 +146,7 @@ def _print(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
         for r in res["rows"]:
             print(f"{res['model']:>9} {r['agent']:>8} {r['test_top1']:>6.2f} {r['val_top1_searched']:>6.2f} "
                   f"{r['val_top1']:>7.2f} {r['macs']:>11,} {r['params']:>8,} {r['latency_ratio']:>6.3f} "
-                  f"{r['episodes']:>4} {r['search_s']:>9.1f} {r['per_episode_s']:>6.2f} {r['repair_s']:>6.1f}")
+                  f"{r['episodes']:>4} {r['best_episode']:>4} {r['search_s']:>9.1f} {r['per_episode_s']:>6.2f} {r['repair_s']:>6.1f}")
         per_ep = [r["per_episode_s"] for r in res["rows"] if r["agent"] != "uniform"]
         if per_ep:
             mean = sum(per_ep) / len(per_ep)
