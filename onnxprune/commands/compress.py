@@ -12,6 +12,7 @@ from rich.table import Table
 
 from onnxprune import pipeline
 from onnxprune.commands._deploy_options import add_deploy_options, deploy_options
+from onnxprune.commands._repair_options import add_repair_options, repair_mode
 from onnxprune.commands._model_options import add_input_shape_option, parse_input_shapes
 from onnxprune.commands.eval import data_spec
 from onnxprune.pipeline.compressing import CompressReport
@@ -64,15 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--layout", choices=("nchw", "nhwc"), help="the model input's layout")
     parser.add_argument("--val-split", type=int, metavar="N", help="score candidates on a seeded subset of N")
     parser.add_argument("--resume", action="store_true", help="continue from <output>.search.json")
-    repair = parser.add_mutually_exclusive_group()
-    repair.add_argument("--reconstruct", action="store_true",
-                        help="re-fit the best candidate's layers that lost input channels by least squares (needs --calib)")
-    repair.add_argument("--bias-correct", action="store_true",
-                        help="fold removed channels' mean contribution into the best candidate's biases (needs --calib)")
-    parser.add_argument("--calib", type=Path, default=None, metavar="FILE",
-                        help="calibration images (.npz or folder, preprocessed like --data)")
-    parser.add_argument("--calib-size", type=int, default=2000, metavar="N",
-                        help="calibration images for the final repair (all when the data has fewer)")
+    add_repair_options(parser, layers="the best candidate's")
     parser.add_argument("--reconstruct-candidates", type=int, default=0, metavar="N",
                         help="also repair every candidate on N calibration images before scoring it (slower)")
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="ONNX Runtime intra-op threads")
@@ -92,7 +85,7 @@ def _data(args: argparse.Namespace) -> Any:
 
 
 def _repair(args: argparse.Namespace) -> RepairSettings | None:
-    mode = "reconstruct" if args.reconstruct else ("bias" if args.bias_correct else None)
+    mode = repair_mode(args)
     if mode is None:
         if args.calib is not None or args.reconstruct_candidates:
             raise DataError("--calib / --reconstruct-candidates repair candidates; add --reconstruct or --bias-correct")

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from onnxprune import pipeline
 from onnxprune.commands._deploy_options import add_deploy_options, deploy_options
+from onnxprune.commands._repair_options import add_repair_options, repair_mode
 from onnxprune.commands._model_options import add_input_shape_option, parse_input_shapes
 from onnxprune.analyze.importance import ALL_CRITERIA
 from onnxprune.errors import DataError, PlanError
@@ -37,14 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--round-to", type=int, default=1, metavar="N", help="keep channel counts multiples of N")
     parser.add_argument("--criterion", choices=ALL_CRITERIA, default="l1",
                         help="channel importance (activation and greedy need --calib)")
-    repair = parser.add_mutually_exclusive_group()
-    repair.add_argument("--reconstruct", action="store_true",
-                        help="re-fit the layers that lost input channels by least squares (needs --calib)")
-    repair.add_argument("--bias-correct", action="store_true",
-                        help="fold removed channels' mean contribution into biases (needs --calib)")
-    parser.add_argument("--calib", type=Path, default=None, metavar="FILE",
-                        help="calibration data (.npz with images, or an image folder)")
-    parser.add_argument("--calib-size", type=int, default=2000, metavar="N", help="calibration images used (all of them when the data has fewer)")
+    add_repair_options(parser, layers="the")
     parser.add_argument("--preprocess", default=None, help="preprocessing preset of the calibration images")
     parser.add_argument("--seed", type=int, default=0, help="seed of the calibration subset and sampling")
     parser.add_argument("--plan", type=str, default=None, help="apply this plan JSON instead of --ratio")
@@ -63,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"--calib-size {args.calib_size}: give a positive number of images")
     calib = None if args.calib is None else DataSpec(path=args.calib, preprocess=make_preprocess(args.preprocess),
                                                      val_split=args.calib_size, seed=args.seed)
-    mode = "reconstruct" if args.reconstruct else ("bias" if args.bias_correct else None)
+    mode = repair_mode(args)
     report = pipeline.prune_file(args.model, args.output, ratio=ratio, round_to=args.round_to,
                                  criterion=args.criterion, plan=plan,
                                  input_shapes=parse_input_shapes(args.input_shape), calib=calib,
