@@ -19,12 +19,15 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
                         help="execution provider: CUDA when onnxruntime-gpu and a GPU are present (auto)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="intra-op threads (default: every CPU this process may use)")
+    parser.add_argument("--no-spin", action="store_true",
+                        help="idle ORT threads sleep instead of busy-waiting: slower at small batches, "
+                             "repeatable latency on shared or virtual CPUs")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON")
 
 
 def runtime_from(args: argparse.Namespace) -> Runtime:
     """Create the :class:`Runtime` the options ask for."""
-    return Runtime(device=args.device, threads=args.threads)
+    return Runtime(device=args.device, threads=args.threads, spin=not args.no_spin)
 
 
 def run_caption(info: RunInfo) -> str:
