@@ -12,6 +12,7 @@ from rich.table import Table
 
 from onnxprune import pipeline
 from onnxprune.commands._deploy_options import add_deploy_options, deploy_options
+from onnxprune.commands._tables import cost_table
 from onnxprune.commands._repair_options import add_repair_options, repair_mode
 from onnxprune.commands._model_options import add_input_shape_option, parse_input_shapes
 from onnxprune.commands.eval import data_spec
@@ -101,14 +102,9 @@ def _repair(args: argparse.Namespace) -> RepairSettings | None:
 
 
 def _table(report: CompressReport) -> Table:
-    table = Table(title=f"{Path(report.source).name} -> {report.output.name} ({report.agent}, "
-                        f"{report.episodes} episodes, {report.search_seconds:.1f} s)")
-    for column in ("", "before", "after", "ratio"):
-        table.add_column(column, justify="right")
-    for name, before, after in (("MACs", report.before.macs, report.after.macs),
-                                ("params", report.before.params, report.after.params),
-                                ("bytes", report.bytes_before, report.bytes_after)):
-        table.add_row(name, f"{before:,}", f"{after:,}", f"{after / before:.3f}" if before else "-")
+    table = cost_table(f"{Path(report.source).name} -> {report.output.name} ({report.agent}, "
+                       f"{report.episodes} episodes, {report.search_seconds:.1f} s)",
+                       report.before, report.after, report.bytes_before, report.bytes_after)
     if report.latency_ms is not None:
         before_ms, after_ms = report.latency_ms
         table.add_row("Conv/Gemm ms (table)", f"{before_ms:.3f}", f"{after_ms:.3f}", f"{after_ms / before_ms:.3f}")

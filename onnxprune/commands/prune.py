@@ -6,10 +6,10 @@ import argparse
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 from onnxprune import pipeline
 from onnxprune.commands._deploy_options import add_deploy_options, deploy_options
+from onnxprune.commands._tables import cost_table
 from onnxprune.commands._repair_options import add_repair_options, repair_mode
 from onnxprune.commands._model_options import add_input_shape_option, parse_input_shapes
 from onnxprune.analyze.importance import ALL_CRITERIA
@@ -62,13 +62,8 @@ def run(args: argparse.Namespace) -> int:
                                  criterion=args.criterion, plan=plan,
                                  input_shapes=parse_input_shapes(args.input_shape), calib=calib,
                                  repair_mode=mode, deploy=deploy)
-    table = Table(title=f"{args.model.name} -> {report.output.name}")
-    for column in ("", "before", "after", "ratio"):
-        table.add_column(column, justify="right")
-    for name, before, after in (("MACs", report.before.macs, report.after.macs),
-                                ("params", report.before.params, report.after.params),
-                                ("bytes", report.bytes_before, report.bytes_after)):
-        table.add_row(name, f"{before:,}", f"{after:,}", f"{after / before:.3f}" if before else "-")
+    table = cost_table(f"{args.model.name} -> {report.output.name}", report.before, report.after,
+                       report.bytes_before, report.bytes_after)
     console = Console()
     console.print(table)
     console.print(f"{report.groups_pruned} groups pruned, {report.groups_frozen} frozen; wrote {report.output}")
