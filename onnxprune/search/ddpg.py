@@ -24,8 +24,6 @@ from __future__ import annotations
 import base64
 import io
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -34,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from onnxprune.errors import PlanError
+from onnxprune.search.threads import torch_threads
 from onnxprune.search.baselines import OnEpisode, SearchState
 from onnxprune.search.env import CompressionEnv
 from onnxprune.search.states import StateBuilder
@@ -267,17 +266,6 @@ class DDPGAgent:
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise PlanError(f"--resume: the DDPG agent in the checkpoint cannot be loaded ({exc}); "
                             "run without --resume") from exc
-
-
-@contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    """Run the block with ``count`` torch intra-op threads, then restore the previous count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def ddpg_search(env: CompressionEnv[Any], states: StateBuilder, episodes: int, *, seed: int, agent: str = "amc",

@@ -27,8 +27,7 @@ import io
 import json
 import logging
 import math
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -38,6 +37,7 @@ from torch import Tensor, nn
 
 from onnxprune.embed import make_generator
 from onnxprune.errors import PlanError
+from onnxprune.search.threads import torch_threads
 from onnxprune.search.baselines import OnEpisode, SearchState
 from onnxprune.search.env import CompressionEnv, Episode
 from onnxprune.search.gnn_policy import GNNPolicy, Observation, PolicyGraph
@@ -267,17 +267,6 @@ class AgentCheckpoint:
         except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
             raise PlanError(f"{source} is not an onnxprune gnnrl agent ({exc}); pass a <out>.agent.pt "
                             "written by `onnxprune compress --agent gnnrl`") from exc
-
-
-@contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    """Run the block with ``count`` torch intra-op threads, then restore the previous count."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def ppo_search(env: CompressionEnv[Any], episodes: int, *, seed: int, config: PPOConfig | None = None,
