@@ -9,9 +9,9 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
-from onnxprune.analyze import Analysis, analyze
+from onnxprune.analyze import Analysis
 from onnxprune.analyze.types import SliceConst
-from onnxprune.load import Model, normalize
+from onnxprune.load import Model
 from onnxprune.plan import Plan
 from onnxprune.rewrite.prune import repair_plan, tensor_masks, unit_mask
 
@@ -24,12 +24,6 @@ def zoo_model(name: str, exporter: str, fold_bn: bool = False) -> onnx.ModelProt
 
     entry = next(e for e in zoo_entries() if e.name == name)
     return export_onnx(entry.build(0), entry.input_shape, exporter=exporter, fold_bn=fold_bn)
-
-
-def zoo_input_shape(name: str) -> tuple[int, ...]:
-    from models.zoo import zoo_entries
-
-    return next(e for e in zoo_entries() if e.name == name).input_shape
 
 
 def random_plan(analysis: Analysis, rng: np.random.Generator, p_prune: float = 0.7) -> Plan:
@@ -104,6 +98,3 @@ def prune_units(analysis: Analysis, plan: Plan) -> np.ndarray:
     """Global flag per unit: True where the plan prunes it."""
     return ~unit_mask(analysis, plan)
 
-
-__all__ = ["analyze", "normalize", "zoo_model", "random_plan", "run", "random_feeds", "zeroed_model",
-           "linked_closure", "prune_units", "zoo_input_shape"]
