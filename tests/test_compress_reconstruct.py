@@ -21,8 +21,9 @@ def setup(tmp_path: Path) -> tuple[Path, Path, np.ndarray, np.ndarray]:
     images = raw_images(IMAGES, seed=2)
     x = cifar_preprocessed(images)
     labels = bare_logits(model, x).argmax(1)
-    data = tmp_path / "calib.npz"
+    data = tmp_path / "val.npz"
     np.savez(data, images=images, labels=labels)
+    np.savez(tmp_path / "calib.npz", images=raw_images(IMAGES, seed=3))
     return model, data, x, labels
 
 
@@ -33,11 +34,12 @@ def _compress(model: Path, out: Path, data: Path, *extra: str) -> dict:
     return json.loads(report.read_text())
 
 
-@pytest.mark.parametrize("extra", [[], ["--reconstruct-candidates", "20"]])
+@pytest.mark.parametrize("extra", [["--reconstruct-candidates", "0"], ["--reconstruct-candidates", "20"], []])
 def test_compress_reconstruct_scores_at_least_the_unrepaired(tmp_path: Path, setup, extra: list[str]) -> None:
     model, data, x, labels = setup
     plain = _compress(model, tmp_path / "plain.onnx", data)
-    fixed = _compress(model, tmp_path / "fixed.onnx", data, "--reconstruct", "--calib", str(data), *extra)
+    calib = tmp_path / "calib.npz"
+    fixed = _compress(model, tmp_path / "fixed.onnx", data, "--reconstruct", "--calib", str(calib), *extra)
     assert fixed["best"]["keeps"] == plain["best"]["keeps"]
     want = bare_logits(model, x)
     got_plain, got_fixed = bare_logits(tmp_path / "plain.onnx", x), bare_logits(tmp_path / "fixed.onnx", x)
@@ -49,8 +51,23 @@ def test_compress_reconstruct_scores_at_least_the_unrepaired(tmp_path: Path, set
     assert fixed["accuracy_after"] == pytest.approx(acc_fixed)
     assert fixed["accuracy_unrepaired"] is not None and fixed["accuracy_after"] >= fixed["accuracy_unrepaired"]
     assert plain["accuracy_unrepaired"] is None
-    if not extra:
+    if extra[-1:] == ["0"]:  # candidates scored unrepaired
         assert fixed["accuracy_unrepaired"] == pytest.approx(acc_plain)
+    else:  # candidates repaired (by default with --reconstruct), so the searched score is the repaired one
+        assert fixed["accuracy_unrepaired"] > acc_plain
+
+
+def test_compress_calibrates_apart_from_the_validation_split(tmp_path: Path, setup,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """One file for --data and --calib: the calibration images are the ones --val-split leaves out."""
+    model, data, _, _ = setup
+    out = tmp_path / "o.onnx"
+    code = main(["compress", str(model), "-o", str(out), "--target", "0.5", "--agent", "uniform", "--data", str(data),
+                 "--preprocess", "cifar", "--reconstruct", "--calib", str(data)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "--val-split" in err and not out.exists()
+    report = _compress(model, out, data, "--val-split", "40", "--reconstruct", "--calib", str(data), "--calib-size", "30")
+    assert report["accuracy_after"] is not None and out.exists()
 
 
 def test_compress_reconstruct_without_calib_is_one_line_exit_2(tmp_path: Path, setup,

@@ -11,7 +11,7 @@ from evaluate_models import cifar_preprocessed, raw_images
 
 from onnxprune.errors import DataError
 from onnxprune.evaluate import DataSpec, make_preprocess, open_data
-from onnxprune.evaluate.data import split_indices
+from onnxprune.evaluate.data import split_indices, subset_indices
 from onnxprune.evaluate.preprocess import apply
 from onnxprune.evaluate.runtime import TensorSpec
 
@@ -147,3 +147,17 @@ def test_hook_module_in_the_working_directory(tmp_path: Path, monkeypatch: pytes
     assert len(batches) == 1 and batches[0].labels is None
     assert batches[0].feeds["input"].shape == (2, 3, 8, 8) and float(batches[0].feeds["input"].sum()) == 384.0
     assert str(tmp_path) not in sys.path  # the working directory was only on the path while importing
+
+
+def test_disjoint_split_leaves_out_the_validation_samples(tmp_path: Path) -> None:
+    """``disjoint_from`` removes another split's samples first; the rest is split with its own seed."""
+    val = DataSpec(path=tmp_path / "x.npz", val_split=30, seed=4)
+    calib = DataSpec(path=tmp_path / "x.npz", val_split=50, seed=4, disjoint_from=(30, 4))
+    val_idx, calib_idx = subset_indices(100, val), subset_indices(100, calib)
+    assert np.array_equal(val_idx, split_indices(100, 30, np.random.default_rng(4)))
+    assert calib_idx is not None and len(calib_idx) == 50 and not set(calib_idx) & set(val_idx)
+    everything = subset_indices(100, DataSpec(val_split=500, disjoint_from=(30, 4)))
+    assert everything is not None and len(everything) == 70  # asks for more than is left: all the rest
+    assert subset_indices(100, DataSpec()) is None
+    with pytest.raises(DataError, match="no samples are left"):
+        subset_indices(100, DataSpec(val_split=5, disjoint_from=(100, 0)))

@@ -45,6 +45,8 @@ class DataSpec:
         preprocess: How raw images become model inputs (ignored for hooks).
         val_split: Keep only a fixed, seeded subset of this many samples.
         seed: Seed of that subset.
+        disjoint_from: ``(val_split, seed)`` of another split of the same data whose samples are
+            left out first (calibration images never overlap the validation images that score them).
     """
 
     path: Path | None = None
@@ -52,6 +54,7 @@ class DataSpec:
     preprocess: Preprocess = field(default_factory=Preprocess)
     val_split: int | None = None
     seed: int = 0
+    disjoint_from: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -183,6 +186,29 @@ def split_indices(total: int, count: int, rng: np.random.Generator) -> np.ndarra
     if not 0 < count <= total:
         raise DataError(f"--val-split {count}: choose between 1 and the {total} samples of the data")
     return np.sort(rng.permutation(total)[:count])
+
+
+def subset_indices(total: int, spec: DataSpec) -> np.ndarray | None:
+    """Sorted indices ``spec`` keeps out of ``total`` samples (``None``: all of them).
+
+    Samples of ``spec.disjoint_from`` are removed first; ``spec.val_split`` then picks a seeded
+    subset of the rest (all of the rest when it asks for more than there is).
+
+    Raises:
+        DataError: ``val_split`` outside ``1..total`` (without ``disjoint_from``), or nothing left.
+    """
+    if spec.disjoint_from is None:
+        if spec.val_split is None:
+            return None
+        return split_indices(total, spec.val_split, np.random.default_rng(spec.seed))
+    count, seed = spec.disjoint_from
+    pool = np.setdiff1d(np.arange(total), split_indices(total, min(count, total), np.random.default_rng(seed)))
+    if pool.size == 0:
+        raise DataError(f"no samples are left once the {count} validation samples are set aside; "
+                        "use a separate --calib file or a smaller --val-split")
+    if spec.val_split is None or spec.val_split >= pool.size:
+        return pool
+    return pool[split_indices(int(pool.size), spec.val_split, np.random.default_rng(spec.seed))]
 
 
 def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -327,8 +353,8 @@ def open_data(spec: DataSpec, inputs: Sequence[TensorSpec]) -> Dataset:
         raise DataError(f"{path.name}: images have shape {images.shape}; expected (N, ...) with N > 0")
     if labels is not None:
         labels = check_labels(labels, int(images.shape[0]), path.name)
-    if spec.val_split is not None:
-        keep = split_indices(int(images.shape[0]), spec.val_split, np.random.default_rng(spec.seed))
+    keep = subset_indices(int(images.shape[0]), spec)
+    if keep is not None:
         images = images[keep]
         labels = None if labels is None else labels[keep]
     feeds = apply(images, spec.preprocess, inputs[0])

@@ -8,6 +8,7 @@ best candidate and a resumable checkpoint on disk, and returns a :class:`Compres
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -157,6 +158,23 @@ def _scorer(path: Path, data: DataSpec, runtime: Runtime) -> tuple[float, Callab
     return result.accuracy.top1, score
 
 
+def disjoint_calibration(repair: RepairSettings | None, data: DataSpec | None) -> RepairSettings | None:
+    """Keep calibration images apart from the validation images when both come from one file.
+
+    Raises:
+        DataError: the whole file scores candidates (no ``val_split``), so nothing is left to calibrate on.
+    """
+    if repair is None or data is None or repair.calib.path is None or data.path is None:
+        return repair
+    if Path(repair.calib.path).resolve() != Path(data.path).resolve():
+        return repair
+    if data.val_split is None:
+        raise DataError("--calib is the --data file and all of it scores candidates; add --val-split N to set "
+                        "the validation images apart, or pass another --calib file")
+    calib = dataclasses.replace(repair.calib, disjoint_from=(data.val_split, data.seed))
+    return dataclasses.replace(repair, calib=calib)
+
+
 def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], *, target: float,
                   metric: str = "macs", agent: str = "uniform", episodes: int = 20, seed: int = 0,
                   round_to: int = 1, max_ratio: float = 0.8, criterion: str = "l1", reward: str = "err",
@@ -184,6 +202,7 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     if policy is not None and agent != "gnnrl":
         raise PlanError("--policy is read by the gnnrl agent only; add --agent gnnrl or drop --policy")
     deploy = deploy or DeployOptions()
+    repair = disjoint_calibration(repair, data)
     original = read(source)
     check_deploy(original, deploy, np.random.default_rng(seed))
     started = time.perf_counter()
@@ -203,7 +222,9 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
                          score=score, reward=reward_fn(reward))
     config: dict[str, object] = {"model": str(source), "target": target, "metric": metric, "agent": agent,
                                  "seed": seed, "round_to": round_to, "max_ratio": max_ratio,
-                                 "criterion": criterion, "reward": reward, "data": str(data.path) if data else None}
+                                 "criterion": criterion, "reward": reward, "data": str(data.path) if data else None,
+                                 "val_split": data.val_split if data else None,
+                                 "candidate_repair": [repair.mode, repair.candidate_images] if repair else None}
     if agent in STATE_KINDS:
         config["warmup"] = default_warmup(episodes) if warmup is None else warmup
     if agent == "gnnrl":  # the agent file is part of the run: a resume must name the same one
