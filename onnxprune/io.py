@@ -17,11 +17,12 @@ from typing import Any
 import onnx
 
 from onnxprune.errors import OutputError
+from onnxprune.large import PROTOBUF_LIMIT, is_large, write_external
+
+__all__ = ["PROTOBUF_LIMIT", "save_model", "write_bytes_atomic", "write_json_atomic"]
 
 logger = logging.getLogger(__name__)
 
-#: Protobuf cannot serialize a single message above 2 GiB; larger models use external data.
-PROTOBUF_LIMIT = 2**31 - 1
 
 
 def _tmp_path(path: Path) -> Path:
@@ -50,32 +51,34 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
     return write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
-def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, external_data: bool | None = None) -> Path:
+def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, external_data: bool | None = None,
+               proto_limit: int = PROTOBUF_LIMIT) -> Path:
     """Save an ONNX model atomically.
 
     Args:
-        model: The model to save (not modified).
+        model: The model to save (not modified), with all its data loaded.
         path: Destination ``.onnx`` path.
-        external_data: Store tensors in ``<name>.data`` beside the model. ``None`` chooses
-            external data only when the model would exceed the 2 GiB protobuf limit.
+        external_data: Store tensors of 1 KiB or more in ``<name>.data`` beside the model.
+            ``None`` chooses external data only when the model would exceed ``proto_limit``.
+        proto_limit: Byte size above which ``external_data=None`` means external data
+            (default: protobuf's 2 GiB limit).
 
     Returns:
         The resolved destination path.
     """
     target = Path(path).resolve()
     if external_data is None:
-        external_data = model.ByteSize() > PROTOBUF_LIMIT
+        external_data = is_large(model, proto_limit)
     if not external_data:
         return write_bytes_atomic(target, model.SerializeToString())
-    # External data: write both files under temporary names, then move the data file
-    # first so that the model never points at a missing file.
+    # External data: write both files under temporary names (tensors streamed one at a time, no
+    # copy of the model), then move the data file first so the model never points at a missing file.
     data_name = target.name + ".data"
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        copy = onnx.ModelProto()
-        copy.CopyFrom(model)
-        onnx.save_model(copy, tmp_dir / target.name, save_as_external_data=True,
-                        all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
+        with open(tmp_dir / data_name, "wb") as data:
+            stripped = write_external(model, data, data_name)
+        (tmp_dir / target.name).write_bytes(stripped.SerializeToString())
         os.replace(tmp_dir / data_name, target.parent / data_name)
         os.replace(tmp_dir / target.name, target)
     finally:

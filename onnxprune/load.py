@@ -8,7 +8,9 @@ Contract:
     original graph inputs/outputs (symbolic dims stay symbolic). ``Model.shapes`` holds the
     inferred shape of every tensor, with symbolic dims fixed to the user's ``input_shapes``
     or, for a symbolic batch, to 1 (costs are stated at batch 1).
-    The input file is never opened for writing.
+    The input file is never opened for writing. Models above ``proto_limit`` (protobuf's 2 GiB)
+    are checked, upgraded, folded and shape-inferred on their skeleton (:mod:`onnxprune.large`):
+    constants computed only from their large tensors (e.g. a Transpose of a weight) stay unfolded.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from google.protobuf.message import DecodeError
 from onnx import version_converter
 
 from onnxprune.errors import InvalidModel, RuntimeUnavailable, UnsupportedInput
+from onnxprune.large import PROTOBUF_LIMIT, attach, check_model, detach, is_large, transform
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +44,9 @@ class Model:
         dtypes: Tensor name -> ONNX element type.
         source: Where it was read from, if from a file.
         original_opset: Default-domain opset of the file before any upgrade.
+        notes: Remarks of the load stage.
+        proto_limit: Byte size above which later stages treat the model as large
+            (:mod:`onnxprune.large`); protobuf's 2 GiB unless a caller lowers it.
     """
 
     proto: onnx.ModelProto
@@ -49,6 +55,7 @@ class Model:
     source: Path | None = None
     original_opset: int = 0
     notes: tuple[str, ...] = field(default_factory=tuple)
+    proto_limit: int = PROTOBUF_LIMIT
 
 
 def default_opset(model: onnx.ModelProto) -> int:
@@ -80,11 +87,9 @@ def _external_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
     return [t for t in _get_all_tensors(model) if uses_external_data(t)]
 
 
-def _load_external(model: onnx.ModelProto, path: Path) -> None:
-    """Resolve external data strictly inside the model's folder, then load it."""
+def _validate_external(model: onnx.ModelProto, path: Path) -> list[onnx.TensorProto]:
+    """Check that every external data file lies inside the model's folder and exists."""
     tensors = _external_tensors(model)
-    if not tensors:
-        return
     base = path.parent.resolve()
     for tensor in tensors:
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
@@ -95,15 +100,27 @@ def _load_external(model: onnx.ModelProto, path: Path) -> None:
         if not target.is_file():
             raise InvalidModel(f"{path.name}: external data file '{location}' of tensor '{tensor.name}' "
                                "is missing; copy it next to the model")
+    return tensors
+
+
+def _load_external(model: onnx.ModelProto, path: Path) -> None:
+    """Resolve external data strictly inside the model's folder, then load it."""
+    if not _validate_external(model, path):
+        return
+    base = path.parent.resolve()
     try:
         onnx.load_external_data_for_model(model, str(base))
     except (OSError, ValueError) as exc:
         raise InvalidModel(f"{path.name}: cannot read external data ({exc}); check the data files") from exc
 
 
-def _check(model: onnx.ModelProto, name: str) -> None:
+def _check(model: onnx.ModelProto | Path, name: str, proto_limit: int = PROTOBUF_LIMIT) -> None:
+    """The ONNX checker on an in-memory model (any size) or on a file (its data is not loaded)."""
     try:
-        onnx.checker.check_model(model)
+        if isinstance(model, Path):
+            onnx.checker.check_model(str(model))
+        else:
+            check_model(model, proto_limit=proto_limit)
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InvalidModel(f"{name}: fails the ONNX checker ({first}); re-export the model") from exc
@@ -132,11 +149,16 @@ def _drop_initializer_inputs(model: onnx.ModelProto) -> None:
         model.ir_version = max(model.ir_version, 4)  # IR >= 4 allows initializers that are not inputs
 
 
-def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
+def fold_constants(model: onnx.ModelProto, *, proto_limit: int = PROTOBUF_LIMIT) -> onnx.ModelProto:
     """Fold constant subgraphs (including static Shape chains) with onnx-graphsurgeon.
 
-    Keeps opset imports, IR version, metadata and the graph interface of ``model``.
+    Keeps opset imports, IR version, metadata and the graph interface of ``model``. Above
+    ``proto_limit`` folding runs on the skeleton (the large tensors are not folded).
     """
+    return transform(model, _fold, proto_limit=proto_limit, what="constant folding")
+
+
+def _fold(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
         import onnxruntime  # noqa: F401  (graphsurgeon evaluates constants with it)
     except ImportError as exc:
@@ -196,11 +218,15 @@ def _name_nodes(graph: onnx.GraphProto) -> None:
         seen.add(node.name)
 
 
-def _fixed_copy(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]]) -> onnx.ModelProto:
-    """Copy of ``model`` whose graph inputs have static dims (user shapes; symbolic batch -> 1)."""
+def _fixed_copy(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]],
+                weights: frozenset[str] = frozenset()) -> onnx.ModelProto:
+    """Copy of ``model`` whose graph inputs have static dims (user shapes; symbolic batch -> 1).
+
+    ``weights`` are graph inputs of a skeleton that stand for detached tensors (not user inputs).
+    """
     fixed = onnx.ModelProto()
     fixed.CopyFrom(model)
-    names = {i.name for i in fixed.graph.input}
+    names = {i.name for i in fixed.graph.input} - weights
     unknown = set(input_shapes) - names
     if unknown:
         raise UnsupportedInput(f"--input-shape names unknown input(s) {sorted(unknown)}; "
@@ -244,10 +270,21 @@ def infer_shapes(model: onnx.ModelProto) -> tuple[dict[str, Shape], dict[str, in
 
 
 def normalize(model: onnx.ModelProto, *, name: str = "model",
-              input_shapes: Mapping[str, Sequence[int]] | None = None, source: Path | None = None) -> Model:
-    """Check, upgrade, fold and shape-infer an in-memory model (see the module contract)."""
-    work = onnx.ModelProto()
-    work.CopyFrom(model)
+              input_shapes: Mapping[str, Sequence[int]] | None = None, source: Path | None = None,
+              proto_limit: int = PROTOBUF_LIMIT) -> Model:
+    """Check, upgrade, fold and shape-infer an in-memory model (see the module contract).
+
+    Above ``proto_limit`` all of it runs on the skeleton and the large tensors are attached
+    to the result once, at the end.
+    """
+    detached = detach(model) if is_large(model, proto_limit) else None
+    if detached is not None:
+        logger.info("%s is above %d bytes: normalizing its skeleton (%d large tensors detached)",
+                    name, proto_limit, len(detached.weights))
+        work = detached.skeleton
+    else:
+        work = onnx.ModelProto()
+        work.CopyFrom(model)
     original_opset = default_opset(work)
     _check(work, name)
     _drop_initializer_inputs(work)
@@ -257,24 +294,40 @@ def normalize(model: onnx.ModelProto, *, name: str = "model",
     _name_nodes(work.graph)
     del work.graph.value_info[:]
     restore_io(work, model)
-    shapes, dtypes = infer_shapes(_fixed_copy(work, input_shapes or {}))
-    return Model(proto=work, shapes=shapes, dtypes=dtypes, source=source, original_opset=original_opset)
+    shapes, dtypes = infer_shapes(_fixed_copy(work, input_shapes or {},
+                                              frozenset(detached.weights) if detached else frozenset()))
+    if detached is not None:
+        work = attach(work, detached.weights)
+    return Model(proto=work, shapes=shapes, dtypes=dtypes, source=source, original_opset=original_opset,
+                 proto_limit=proto_limit)
 
 
-def read(path: str | os.PathLike[str]) -> onnx.ModelProto:
+def read(path: str | os.PathLike[str], *, interface_only: bool = False,
+         proto_limit: int = PROTOBUF_LIMIT) -> onnx.ModelProto:
     """Read and check an ONNX file as it is (no upgrade, no folding): for shipping it unchanged.
+
+    Args:
+        path: The ``.onnx`` file. External data must lie inside its folder.
+        interface_only: For callers that need only the interface, metadata and versions: a
+            model above ``proto_limit`` keeps its external data unloaded (checked from the file).
+        proto_limit: Byte size above which a model counts as large.
 
     Raises:
         InvalidModel: unreadable, truncated, invalid, or with bad external data.
     """
     file = Path(path)
     proto = _read_proto(file)
+    if interface_only and is_large(proto, proto_limit):
+        _validate_external(proto, file)
+        _check(file, file.name)
+        return proto
     _load_external(proto, file)
-    _check(proto, file.name)
+    _check(proto, file.name, proto_limit)
     return proto
 
 
-def load(path: str | os.PathLike[str], *, input_shapes: Mapping[str, Sequence[int]] | None = None) -> Model:
+def load(path: str | os.PathLike[str], *, input_shapes: Mapping[str, Sequence[int]] | None = None,
+         proto_limit: int = PROTOBUF_LIMIT) -> Model:
     """Read and normalize an ONNX file.
 
     Args:
@@ -282,6 +335,7 @@ def load(path: str | os.PathLike[str], *, input_shapes: Mapping[str, Sequence[in
         input_shapes: Optional static shapes for inputs whose dims are symbolic, e.g.
             ``{"input": (1, 3, 224, 224)}``; used for shape inference and costs only (the
             model keeps its symbolic interface).
+        proto_limit: Byte size above which the model is handled as large (:mod:`onnxprune.large`).
 
     Returns:
         The normalized :class:`Model`.
@@ -293,4 +347,5 @@ def load(path: str | os.PathLike[str], *, input_shapes: Mapping[str, Sequence[in
     file = Path(path)
     proto = _read_proto(file)
     _load_external(proto, file)
-    return normalize(proto, name=file.name, input_shapes=input_shapes, source=file.resolve())
+    return normalize(proto, name=file.name, input_shapes=input_shapes, source=file.resolve(),
+                     proto_limit=proto_limit)

@@ -36,8 +36,9 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check, print a table; exit 1 when the target lacks something (errors), else 0."""
-    model = read(args.model)
-    report = check_target(model, args.target, np.random.default_rng(args.seed), run=not args.no_run)
+    model = read(args.model, interface_only=True)  # a model above 2 GiB keeps its data on disk
+    report = check_target(model, args.target, np.random.default_rng(args.seed), run=not args.no_run,
+                          source=args.model)
     table = Table(title=f"{args.model} on {report.target}: {'OK' if report.ok else 'problems found'}")
     for column in ("severity", "rule", "node", "message"):
         table.add_column(column, overflow="fold")

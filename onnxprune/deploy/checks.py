@@ -7,7 +7,10 @@ Contract:
     loaded and run once on random inputs from the caller's generator (``ort-cuda`` only when the
     CUDA EP is present, else the report says ``not run: no CUDA EP``), and once more at batch 3
     when the batch dim is symbolic (a hard-coded batch is an error); on CUDA, nodes that ORT
-    placed on the CPU are reported from its profile. The model is not modified.
+    placed on the CPU are reported from its profile. The model is not modified. Models of any
+    size are checked: above ``proto_limit`` (protobuf's 2 GiB) shape inference sees the skeleton
+    (:mod:`onnxprune.large`) and ORT runs the model from ``source`` (its file) when given, else
+    receives its tensors as arrays. With ``source``, the model's external data need not be loaded.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -27,7 +31,7 @@ from onnxprune.deploy.target_support import (
     ORT_DOMAINS, ORT_INT4_MIN_VERSION, TARGETS, TENSOR_CORE_MULTIPLE_FLOAT, TENSOR_CORE_MULTIPLE_INT8,
     TENSOR_CORE_OPS, TENSORRT_MAX_OPSET, TENSORRT_OPS)
 from onnxprune.errors import UnsupportedInput
-from onnxprune.io import PROTOBUF_LIMIT
+from onnxprune.large import PROTOBUF_LIMIT, skeleton
 from onnxprune.load import default_opset
 
 logger = logging.getLogger(__name__)
@@ -118,10 +122,10 @@ def _schema_missing(op_type: str, opset: int) -> bool:
     return False
 
 
-def _tensor_types(model: onnx.ModelProto) -> dict[str, int]:
+def _tensor_types(model: onnx.ModelProto, proto_limit: int) -> dict[str, int]:
     types = {t.name: t.data_type for t in model.graph.initializer}
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
+        inferred = onnx.shape_inference.infer_shapes(skeleton(model, proto_limit))
     except Exception as exc:  # onnx raises InferenceError and plain RuntimeErrors
         logger.debug("shape inference failed: %s", exc)
         inferred = model
@@ -133,15 +137,16 @@ def _tensor_types(model: onnx.ModelProto) -> dict[str, int]:
     return types
 
 
-def _zero_point_nonzero(model: onnx.ModelProto, name: str) -> bool:
+def _zero_point_nonzero(model: onnx.ModelProto, name: str, base_dir: str) -> bool:
     init = next((t for t in model.graph.initializer if t.name == name), None)
     if init is None:
         return False
-    return bool(np.any(onnx.numpy_helper.to_array(init).astype(np.int64) != 0))
+    return bool(np.any(onnx.numpy_helper.to_array(init, base_dir).astype(np.int64) != 0))
 
 
-def _qdq_findings(model: onnx.ModelProto, target: str, ort_version: tuple[int, int]) -> list[Finding]:
-    types = _tensor_types(model)
+def _qdq_findings(model: onnx.ModelProto, target: str, ort_version: tuple[int, int], base_dir: str,
+                  proto_limit: int) -> list[Finding]:
+    types = _tensor_types(model, proto_limit)
     consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
     for node in model.graph.node:
         for name in node.input:
@@ -155,7 +160,7 @@ def _qdq_findings(model: onnx.ModelProto, target: str, ort_version: tuple[int, i
         zero_point = node.input[2] if len(node.input) > 2 and node.input[2] else ""
         users = sorted({c.op_type for c in consumers.get(node.output[0], [])})
         found += _qdq_node(node, target, qtype, users, ort_version,
-                           bool(zero_point) and _zero_point_nonzero(model, zero_point))
+                           bool(zero_point) and _zero_point_nonzero(model, zero_point, base_dir))
     return found
 
 
@@ -255,13 +260,14 @@ def _symbolic_batch(value: onnx.ValueInfoProto) -> bool:
     return value.type.tensor_type.HasField("shape") and len(dims) > 0 and not dims[0].HasField("dim_value")
 
 
-def _dynamic_batch_findings(model: onnx.ModelProto, provider: str, rng: np.random.Generator) -> list[Finding]:
+def _dynamic_batch_findings(model: onnx.ModelProto, runnable: runner.ModelSource, provider: str,
+                            rng: np.random.Generator, proto_limit: int) -> list[Finding]:
     """A model that declares a dynamic batch must run at another batch size too."""
     if not any(_symbolic_batch(v) for v in runner.graph_inputs(model)):
         return []
     feeds = runner.random_feeds(model, rng, batch=_PROBE_BATCH)
     try:
-        result = runner.run_ort(model, feeds, provider=provider)
+        result = runner.run_ort(runnable, feeds, provider=provider, proto_limit=proto_limit)
     except Exception as exc:  # ORT raises its own exception types
         return [Finding("error", "dynamic-batch", "", f"the model declares a dynamic batch but fails at batch "
                         f"{_PROBE_BATCH}: {_first_line(exc)}; re-export it without a hard-coded batch size")]
@@ -273,21 +279,22 @@ def _dynamic_batch_findings(model: onnx.ModelProto, provider: str, rng: np.rando
     return []
 
 
-def _run_check(model: onnx.ModelProto, target: str, rng: np.random.Generator) -> tuple[str, bool, list[Finding]]:
+def _run_check(model: onnx.ModelProto, target: str, rng: np.random.Generator, source: Path | None,
+               proto_limit: int) -> tuple[str, bool, list[Finding]]:
     ort = runner.import_ort()
     provider = {"ort-cpu": runner.CPU_EP, "ort-cuda": runner.CUDA_EP, "tensorrt": runner.TENSORRT_EP}[target]
     if provider not in ort.get_available_providers():
         short = {runner.CUDA_EP: "CUDA EP", runner.TENSORRT_EP: "TensorRT EP"}.get(provider, provider)
         return f"not run: no {short}", False, []
-    if model.ByteSize() > PROTOBUF_LIMIT:
-        return "not run: model above 2 GiB (run it from its file with onnxruntime)", False, []
+    runnable: runner.ModelSource = source if source is not None else model
     feeds = runner.random_feeds(model, rng)
     try:
-        result = runner.run_ort(model, feeds, provider=provider, profile=provider != runner.CPU_EP)
+        result = runner.run_ort(runnable, feeds, provider=provider, profile=provider != runner.CPU_EP,
+                                proto_limit=proto_limit)
     except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, NotImplemented...)
         message = f"ONNX Runtime ({provider}) cannot run the model: {_first_line(exc)}"
         return "failed", False, [Finding("error", "run", "", message)]
-    findings = _dynamic_batch_findings(model, provider, rng)
+    findings = _dynamic_batch_findings(model, runnable, provider, rng, proto_limit)
     if not all(np.all(np.isfinite(o)) for o in result.outputs if o.dtype.kind == "f"):
         findings.append(Finding("warning", "run", "", "outputs on random inputs contain NaN or Inf"))
     on_cpu: dict[str, list[str]] = defaultdict(list)
@@ -301,7 +308,8 @@ def _run_check(model: onnx.ModelProto, target: str, rng: np.random.Generator) ->
     return f"ran once on {provider} with random inputs {shapes}", True, findings
 
 
-def check_target(model: onnx.ModelProto, target: str, rng: np.random.Generator, *, run: bool = True) -> CheckReport:
+def check_target(model: onnx.ModelProto, target: str, rng: np.random.Generator, *, run: bool = True,
+                 source: str | Path | None = None, proto_limit: int = PROTOBUF_LIMIT) -> CheckReport:
     """Check ``model`` against ``target`` (see the module contract).
 
     Args:
@@ -310,6 +318,9 @@ def check_target(model: onnx.ModelProto, target: str, rng: np.random.Generator, 
         rng: Source of the random inputs for the real run.
         run: Also load and run the model in ONNX Runtime (ORT targets, and TensorRT via ORT's
             TensorRT EP when present).
+        source: The model's file: ORT runs it from there, and external data not loaded into
+            ``model`` is read beside it.
+        proto_limit: Byte size above which the model is handled in parts (:mod:`onnxprune.large`).
 
     Raises:
         UnsupportedInput: unknown target, or inputs without a static rank (for the run).
@@ -318,12 +329,13 @@ def check_target(model: onnx.ModelProto, target: str, rng: np.random.Generator, 
         raise UnsupportedInput(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     findings = _op_findings(model, target)
     ort_version = _ort_version()
-    findings += _qdq_findings(model, target, ort_version)
+    file = Path(source) if source is not None else None
+    findings += _qdq_findings(model, target, ort_version, str(file.parent) if file else "", proto_limit)
     if target in ("ort-cuda", "tensorrt"):
         findings += _width_findings(model)
     run_note, ran = "not run (static checks only)", False
     if run:
-        run_note, ran, run_findings = _run_check(model, target, rng)
+        run_note, ran, run_findings = _run_check(model, target, rng, file, proto_limit)
         findings += run_findings
     order = {"error": 0, "warning": 1, "info": 2}
     findings.sort(key=lambda f: order[f.severity])

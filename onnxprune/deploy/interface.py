@@ -10,7 +10,8 @@ Contract:
     metadata props plus onnxprune's own ``onnxprune.*`` props. The opset changes only when
     ``opset`` asks for it (``onnx.version_converter``); the IR version is the original's unless
     the opset needs a newer one. Stale intermediate shape info (``value_info``) is dropped.
-    The result passes ``onnx.checker``. Neither input is modified.
+    The result passes ``onnx.checker``. Neither input is modified. Models above ``proto_limit``
+    (protobuf's 2 GiB) are converted and checked on their skeleton (:mod:`onnxprune.large`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from onnx import helper, version_converter
 from onnxprune import __version__
 from onnxprune.deploy.runner import graph_inputs
 from onnxprune.errors import InvalidModel, UnsupportedInput
+from onnxprune.large import PROTOBUF_LIMIT, check_model, transform
 from onnxprune.load import default_opset
 
 logger = logging.getLogger(__name__)
@@ -192,10 +194,12 @@ def _restore_io(original: onnx.ModelProto, model: onnx.ModelProto) -> None:
     graph.output.extend(ordered_out)
 
 
-def _set_versions(original: onnx.ModelProto, model: onnx.ModelProto, opset: int | None) -> onnx.ModelProto:
+def _set_versions(original: onnx.ModelProto, model: onnx.ModelProto, opset: int | None,
+                  proto_limit: int) -> onnx.ModelProto:
     if opset is not None and opset != default_opset(model):
         try:
-            model = version_converter.convert_version(model, opset)
+            model = transform(model, lambda m: version_converter.convert_version(m, opset),
+                              proto_limit=proto_limit, what="opset conversion")
         except Exception as exc:  # the converter raises bare RuntimeErrors and others
             raise UnsupportedInput(f"cannot convert the compressed model to opset {opset} "
                                    f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
@@ -222,7 +226,8 @@ def _merge_metadata(original: onnx.ModelProto, model: onnx.ModelProto,
 
 
 def restore_interface(original: onnx.ModelProto, compressed: onnx.ModelProto, *, opset: int | None = None,
-                      extra_metadata: Mapping[str, str] | None = None) -> onnx.ModelProto:
+                      extra_metadata: Mapping[str, str] | None = None,
+                      proto_limit: int = PROTOBUF_LIMIT) -> onnx.ModelProto:
     """Give ``compressed`` the interface of ``original`` (see the module contract).
 
     Args:
@@ -232,6 +237,7 @@ def restore_interface(original: onnx.ModelProto, compressed: onnx.ModelProto, *,
             keeps the compressed model's opset.
         extra_metadata: onnxprune's own props (e.g. ``plan``, ``target``, ``accuracy``); keys
             are stored with the ``onnxprune.`` prefix, ``onnxprune.version`` is always set.
+        proto_limit: Byte size above which the model is converted and checked on its skeleton.
 
     Returns:
         A new model; the inputs are not modified.
@@ -244,14 +250,14 @@ def restore_interface(original: onnx.ModelProto, compressed: onnx.ModelProto, *,
     model.CopyFrom(compressed)
     del model.graph.value_info[:]  # intermediate shapes are stale after pruning
     _restore_io(original, model)
-    model = _set_versions(original, model, opset)
+    model = _set_versions(original, model, opset, proto_limit)
     model.graph.name = original.graph.name or model.graph.name
     model.model_version, model.domain = original.model_version, original.domain
     model.doc_string = original.doc_string
     model.producer_name, model.producer_version = "onnxprune", __version__
     _merge_metadata(original, model, extra_metadata)
     try:
-        onnx.checker.check_model(model)
+        check_model(model, proto_limit=proto_limit)
     except onnx.checker.ValidationError as exc:
         raise InvalidModel(f"the compressed model fails the ONNX checker after restoring its interface "
                            f"({str(exc).strip().splitlines()[0]}); report this with the model") from exc

@@ -9,9 +9,10 @@ axis semantics differ), is accepted only when ONNX Runtime gives the same output
 inputs.
 
 Contract:
-    requires: a checked model below the 2 GiB protobuf limit (for the output comparison).
+    requires: a checked model of any size (above ``proto_limit``, protobuf's 2 GiB, the
+    converter and the checker run on its skeleton, see :mod:`onnxprune.large`).
     guarantees: the result has the requested default-domain opset, passes the ONNX checker and
-    matches the input's outputs within :data:`RTOL` of their scale (models above 2 GiB: unchecked);
+    matches the input's outputs within :data:`RTOL` of their scale;
     otherwise :class:`UnsupportedInput` with one line naming the op that blocks the conversion.
     The input is not modified.
 """
@@ -27,8 +28,8 @@ from onnx import version_converter
 
 from onnxprune.deploy.runner import output_diff
 from onnxprune.errors import OnnxPruneError, UnsupportedInput
-from onnxprune.io import PROTOBUF_LIMIT
 from onnxprune.evaluate.runtime import first_line
+from onnxprune.large import PROTOBUF_LIMIT, check_model, transform
 from onnxprune.load import default_opset
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def _blocker(node: onnx.NodeProto, current: int, opset: int) -> str | None:
     return None
 
 
-def _relabel(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+def _relabel(model: onnx.ModelProto, opset: int, proto_limit: int) -> onnx.ModelProto:
     current = default_opset(model)
     for node in iter_nodes(model.graph):
         if node.domain in _DEFAULT_DOMAINS:
@@ -82,20 +83,22 @@ def _relabel(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
             imp.version = opset
     result.ir_version = onnx.helper.find_min_ir_version_for(list(result.opset_import), ignore_unknown=True)
     try:
-        onnx.checker.check_model(result, full_check=True)
+        check_model(result, full_check=True, proto_limit=proto_limit)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise UnsupportedInput(f"cannot convert to opset {opset}: {first_line(exc)}; choose a newer --opset "
                                f"(the model has {current})") from exc
     return result
 
 
-def convert_opset(model: onnx.ModelProto, opset: int, rng: np.random.Generator) -> onnx.ModelProto:
+def convert_opset(model: onnx.ModelProto, opset: int, rng: np.random.Generator, *,
+                  proto_limit: int = PROTOBUF_LIMIT) -> onnx.ModelProto:
     """``model`` at default-domain ``opset`` (see the module contract).
 
     Args:
         model: The model (not modified).
         opset: The wanted default-domain opset.
         rng: Source of the random inputs that check the conversion.
+        proto_limit: Byte size above which the model is converted on its skeleton.
 
     Raises:
         UnsupportedInput: the conversion is impossible or changes the outputs.
@@ -106,26 +109,24 @@ def convert_opset(model: onnx.ModelProto, opset: int, rng: np.random.Generator) 
         result.CopyFrom(model)
         return result
     try:
-        converted = version_converter.convert_version(model, opset)
+        converted = transform(model, lambda m: version_converter.convert_version(m, opset),
+                              proto_limit=proto_limit, what="opset conversion")
     except Exception as exc:  # the converter raises bare RuntimeErrors and others
         if opset > current:
             raise UnsupportedInput(f"cannot convert from opset {current} to {opset} ({first_line(exc)}); "
                                    "choose another --opset") from exc
         logger.info("version converter: %s; relabelling nodes instead", first_line(exc))
-        converted = _relabel(model, opset)
-    _check_outputs(model, converted, opset, rng)
+        converted = _relabel(model, opset, proto_limit)
+    _check_outputs(model, converted, opset, rng, proto_limit)
     return converted
 
 
 def _check_outputs(model: onnx.ModelProto, converted: onnx.ModelProto, opset: int,
-                   rng: np.random.Generator) -> None:
+                   rng: np.random.Generator, proto_limit: int) -> None:
     """Refuse a conversion that changes the outputs (the converter itself is not always right)."""
     current = default_opset(model)
-    if model.ByteSize() >= PROTOBUF_LIMIT:
-        logger.warning("model above 2 GiB: opset %d -> %d not checked in ONNX Runtime", current, opset)
-        return
     try:
-        diff, scale = output_diff(model, converted, rng)
+        diff, scale = output_diff(model, converted, rng, proto_limit=proto_limit)
     except OnnxPruneError as exc:
         raise UnsupportedInput(f"cannot check the model at opset {opset} in ONNX Runtime ({first_line(exc)}); "
                                f"choose another --opset (the model has {current})") from exc

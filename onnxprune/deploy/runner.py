@@ -5,8 +5,8 @@ Sessions come from :class:`onnxprune.evaluate.Runtime` and random inputs from
 this module only adapts them to in-memory models and graph declarations.
 
 Contract:
-    requires: an ``onnx.ModelProto`` below the 2 GiB protobuf limit whose graph inputs have a
-    static rank; onnxruntime (or onnxruntime-gpu) installed.
+    requires: an ``onnx.ModelProto`` of any size (or, for :func:`run_ort`, its file) whose graph
+    inputs have a static rank; onnxruntime (or onnxruntime-gpu) installed.
     guarantees: inputs are drawn from the caller's ``np.random.Generator`` (same generator state,
     same feeds); symbolic dims are set to ``batch`` (first axis) or 1; nothing is written to disk
     except ORT's profile, inside a temporary folder that is removed.
@@ -27,11 +27,13 @@ from onnx import helper
 
 from onnxprune.errors import UnsupportedInput
 from onnxprune.evaluate.latency import random_feeds as spec_feeds
-from onnxprune.evaluate.runtime import CPU_EP, CUDA_EP, TENSORRT_EP, Device, Runtime, TensorSpec, import_ort
+from onnxprune.evaluate.runtime import (CPU_EP, CUDA_EP, TENSORRT_EP, Device, ModelSource, Runtime, TensorSpec,
+                                        import_ort)
+from onnxprune.large import PROTOBUF_LIMIT
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CPU_EP", "CUDA_EP", "TENSORRT_EP", "RunResult", "graph_inputs", "import_ort", "input_shape",
+__all__ = ["CPU_EP", "CUDA_EP", "TENSORRT_EP", "ModelSource", "RunResult", "graph_inputs", "import_ort", "input_shape",
            "max_abs_diff", "output_diff", "random_feeds", "run_ort"]
 
 _DEVICES: Mapping[str, Device] = {CPU_EP: "cpu", CUDA_EP: "cuda", TENSORRT_EP: "tensorrt"}
@@ -92,12 +94,13 @@ def _profile_providers(path: Path) -> dict[str, str]:
     return found
 
 
-def run_ort(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], *, provider: str = CPU_EP,
-            profile: bool = False, optimize: bool = True) -> RunResult:
-    """Run ``model`` once with ``provider`` (falling back to CPU for nodes it lacks).
+def run_ort(model: ModelSource, feeds: Mapping[str, np.ndarray], *, provider: str = CPU_EP,
+            profile: bool = False, optimize: bool = True, proto_limit: int = PROTOBUF_LIMIT) -> RunResult:
+    """Run ``model`` (in memory, any size, or a file) once with ``provider`` (CPU for nodes it lacks).
 
     ``optimize=False`` disables ORT's graph optimizations (which would otherwise fuse, e.g.,
-    BatchNorm into Conv and hide differences between two graphs being compared).
+    BatchNorm into Conv and hide differences between two graphs being compared). In-memory
+    models above ``proto_limit`` reach ORT in parts (:func:`onnxprune.large.ort_session`).
 
     Raises:
         RuntimeUnavailable: ONNX Runtime or the provider is not installed.
@@ -106,7 +109,7 @@ def run_ort(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], *, provider
     """
     if provider not in _DEVICES:
         raise UnsupportedInput(f"unknown provider {provider!r}; use one of {', '.join(_DEVICES)}")
-    runtime = Runtime(_DEVICES[provider], optimize=optimize)
+    runtime = Runtime(_DEVICES[provider], optimize=optimize, proto_limit=proto_limit)
     with tempfile.TemporaryDirectory(prefix="onnxprune-profile-") as tmp:
         session = runtime.create(model, profile_prefix=str(Path(tmp) / "profile") if profile else None)
         outputs = session.run_raw(feeds)
@@ -116,15 +119,15 @@ def run_ort(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], *, provider
 
 
 def output_diff(a: onnx.ModelProto, b: onnx.ModelProto, rng: np.random.Generator, *, batch: int = 1,
-                optimize: bool = False) -> tuple[float, float]:
+                optimize: bool = False, proto_limit: int = PROTOBUF_LIMIT) -> tuple[float, float]:
     """Largest absolute output difference of two models with the same interface on random inputs,
     and the largest absolute output value of ``a`` (the scale to judge the difference by).
 
     ORT's graph optimizations are off by default so that each graph is computed as written.
     """
     feeds = random_feeds(a, rng, batch=batch)
-    out_a = run_ort(a, feeds, optimize=optimize).outputs
-    out_b = run_ort(b, feeds, optimize=optimize).outputs
+    out_a = run_ort(a, feeds, optimize=optimize, proto_limit=proto_limit).outputs
+    out_b = run_ort(b, feeds, optimize=optimize, proto_limit=proto_limit).outputs
     if len(out_a) != len(out_b):
         raise UnsupportedInput(f"models have {len(out_a)} and {len(out_b)} outputs; compare models "
                                "with the same interface")

@@ -12,7 +12,9 @@ Contract:
     a DequantizeLinear of a weight would turn a quantized model back into a float one); the
     result never has more nodes than the input (if it would, the input is returned unchanged).
     Outputs stay equal up to float rounding of folded constants and of BatchNorm folded into
-    Conv (tests check 1e-5).
+    Conv (tests check 1e-5). Models above ``proto_limit`` (protobuf's 2 GiB) are folded on their
+    skeleton (:mod:`onnxprune.large`: their large tensors are not folded) and onnxslim, which
+    needs the whole model in one protobuf message, is skipped (logged).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections import Counter
 import onnx
 
 from onnxprune.evaluate.runtime import import_ort
+from onnxprune.large import PROTOBUF_LIMIT, is_large, transform
 from onnxprune.load import restore_model_fields
 
 logger = logging.getLogger(__name__)
@@ -34,7 +37,11 @@ def _count_nodes(model: onnx.ModelProto) -> int:
     return len(model.graph.node)
 
 
-def _fold_and_clean(model: onnx.ModelProto) -> onnx.ModelProto:
+def _fold_and_clean(model: onnx.ModelProto, proto_limit: int) -> onnx.ModelProto:
+    return transform(model, _fold_and_clean_small, proto_limit=proto_limit, what="simplification")
+
+
+def _fold_and_clean_small(model: onnx.ModelProto) -> onnx.ModelProto:
     import_ort()  # graph-surgeon evaluates constant subgraphs with ONNX Runtime
     import onnx_graphsurgeon as gs
 
@@ -102,8 +109,12 @@ def _qdq_count(model: onnx.ModelProto) -> int:
     return sum(1 for n in model.graph.node if n.op_type in _NEVER_FOLD)
 
 
-def _slim(model: onnx.ModelProto) -> onnx.ModelProto:
+def _slim(model: onnx.ModelProto, proto_limit: int) -> onnx.ModelProto:
     """onnxslim's result with ``model``'s declarations, or ``model`` if it is absent or no better."""
+    if is_large(model, proto_limit):
+        logger.info("onnxslim skipped: the model is above %d bytes and onnxslim needs it in one protobuf "
+                    "message; graph-surgeon simplification only", proto_limit)
+        return model
     try:
         import onnxslim
     except ImportError:
@@ -120,20 +131,21 @@ def _slim(model: onnx.ModelProto) -> onnx.ModelProto:
     return restore_model_fields(slim, model)
 
 
-def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
+def simplify(model: onnx.ModelProto, *, proto_limit: int = PROTOBUF_LIMIT) -> onnx.ModelProto:
     """Fold constants, drop dead nodes and Identity nodes (see the module contract).
 
     Args:
         model: The model to simplify (not modified).
+        proto_limit: Byte size above which the model is simplified on its skeleton.
 
     Returns:
         A new, simplified model, or an unchanged copy if simplification would add nodes.
     """
     before = _count_nodes(model)
-    simplified = _fold_and_clean(model)
+    simplified = _fold_and_clean(model, proto_limit)
     identities = remove_identities(simplified)
-    simplified = _fold_and_clean(simplified) if identities else simplified
-    simplified = _slim(simplified)
+    simplified = _fold_and_clean(simplified, proto_limit) if identities else simplified
+    simplified = _slim(simplified, proto_limit)
     after = _count_nodes(simplified)
     if after > before:
         logger.warning("simplification would grow the graph from %d to %d nodes; keeping it as it was",

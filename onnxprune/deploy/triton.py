@@ -14,7 +14,8 @@ Contract:
     ``max_batch > 0``, with it otherwise; -1 for dynamic dims). ``<repo>/<name>`` appears
     complete or not at all: it is built in a temporary folder inside ``<repo>`` and renamed
     into place; an existing folder is replaced only with ``force``. The model bytes are
-    written unchanged (metadata props included).
+    written unchanged (metadata props included). A model above ``proto_limit`` (protobuf's
+    2 GiB) is written in the directory form and its outputs' shapes are inferred on its skeleton.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from onnx import TensorProto
 
 from onnxprune.deploy.runner import graph_inputs
 from onnxprune.errors import OutputError, UnsupportedInput
-from onnxprune.io import PROTOBUF_LIMIT, save_model, write_bytes_atomic
+from onnxprune.io import save_model, write_bytes_atomic
+from onnxprune.large import PROTOBUF_LIMIT, is_large, skeleton
 
 logger = logging.getLogger(__name__)
 
@@ -131,13 +133,14 @@ def _spec(value: onnx.ValueInfoProto, kind: str, max_batch: int) -> TensorSpec:
     return TensorSpec(value.name, dtype, tuple(dims))
 
 
-def tensor_specs(model: onnx.ModelProto, max_batch: int) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+def tensor_specs(model: onnx.ModelProto, max_batch: int, proto_limit: int = PROTOBUF_LIMIT
+                 ) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
     """Config inputs and outputs for ``model`` (outputs get inferred shapes where undeclared)."""
     inputs = tuple(_spec(v, "input", max_batch) for v in graph_inputs(model))
     outputs_decl = list(model.graph.output)
     if any(not v.type.tensor_type.HasField("shape") for v in outputs_decl):
         try:
-            inferred = onnx.shape_inference.infer_shapes(model).graph.output
+            inferred = onnx.shape_inference.infer_shapes(skeleton(model, proto_limit)).graph.output
             outputs_decl = list(inferred)
         except Exception as exc:  # onnx raises InferenceError and plain RuntimeErrors
             logger.debug("shape inference failed: %s", exc)
@@ -158,10 +161,10 @@ def _quote(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def build_config(model: onnx.ModelProto, options: TritonOptions) -> str:
+def build_config(model: onnx.ModelProto, options: TritonOptions, proto_limit: int = PROTOBUF_LIMIT) -> str:
     """Return ``config.pbtxt`` text (Triton ModelConfig, protobuf text format) for ``model``."""
     _validate_options(options)
-    inputs, outputs = tensor_specs(model, options.max_batch)
+    inputs, outputs = tensor_specs(model, options.max_batch, proto_limit)
     lines = [f"name: \"{_quote(options.name)}\"", f"platform: \"{PLATFORM}\"",
              f"max_batch_size: {options.max_batch}"]
     lines += _tensor_block("input", inputs) + _tensor_block("output", outputs)
@@ -185,11 +188,11 @@ class TritonExport:
     outputs: tuple[TensorSpec, ...]
 
 
-def _write_tree(model: onnx.ModelProto, options: TritonOptions, config: str, tmp: Path) -> Path:
+def _write_tree(model: onnx.ModelProto, options: TritonOptions, config: str, tmp: Path, proto_limit: int) -> Path:
     write_bytes_atomic(tmp / "config.pbtxt", config.encode())
     version_dir = tmp / VERSION
     version_dir.mkdir()
-    external = options.external_data if options.external_data is not None else model.ByteSize() > PROTOBUF_LIMIT
+    external = options.external_data if options.external_data is not None else is_large(model, proto_limit)
     if external:  # Triton's directory form: 1/model.onnx/model.onnx + its data file
         (version_dir / MODEL_FILE).mkdir()
         save_model(model, version_dir / MODEL_FILE / MODEL_FILE, external_data=True)
@@ -212,7 +215,7 @@ def _check_repo(repo: Path, target: Path, force: bool) -> None:
 
 
 def check_export(model: onnx.ModelProto, repo: str | os.PathLike[str], options: TritonOptions, *,
-                 force: bool = False) -> None:
+                 force: bool = False, proto_limit: int = PROTOBUF_LIMIT) -> None:
     """Everything :func:`export_triton` would refuse, checked without writing anything.
 
     ``model`` only needs the interface of the model that will be exported (e.g. the original
@@ -222,13 +225,13 @@ def check_export(model: onnx.ModelProto, repo: str | os.PathLike[str], options: 
         OutputError: bad name, existing output without ``force``, missing parent folder.
         UnsupportedInput: the model cannot be described to Triton with these options.
     """
-    build_config(model, options)
+    build_config(model, options, proto_limit)
     repo_dir = Path(repo).resolve()
     _check_repo(repo_dir, repo_dir / options.name, force)
 
 
 def export_triton(model: onnx.ModelProto, repo: str | os.PathLike[str], options: TritonOptions, *,
-                  force: bool = False) -> TritonExport:
+                  force: bool = False, proto_limit: int = PROTOBUF_LIMIT) -> TritonExport:
     """Write ``<repo>/<name>/config.pbtxt`` and ``<repo>/<name>/1/model.onnx`` atomically.
 
     Args:
@@ -236,6 +239,7 @@ def export_triton(model: onnx.ModelProto, repo: str | os.PathLike[str], options:
         repo: The model repository folder (created if its parent exists).
         options: Name, batching and instance settings.
         force: Replace an existing non-empty ``<repo>/<name>``.
+        proto_limit: Byte size above which the model is written with external data.
 
     Returns:
         The paths written and the tensor specs of the config.
@@ -244,8 +248,8 @@ def export_triton(model: onnx.ModelProto, repo: str | os.PathLike[str], options:
         OutputError: bad name, existing output without ``force``, unwritable repository.
         UnsupportedInput: the model cannot be described to Triton with these options.
     """
-    config = build_config(model, options)  # validates everything before touching the disk
-    inputs, outputs = tensor_specs(model, options.max_batch)
+    config = build_config(model, options, proto_limit)  # validates everything before touching the disk
+    inputs, outputs = tensor_specs(model, options.max_batch, proto_limit)
     repo_dir = Path(repo).resolve()
     target = repo_dir / options.name
     _check_repo(repo_dir, target, force)
@@ -253,7 +257,7 @@ def export_triton(model: onnx.ModelProto, repo: str | os.PathLike[str], options:
     tmp = Path(tempfile.mkdtemp(prefix=f".{options.name}.", suffix=".tmp", dir=repo_dir))
     old: Path | None = None
     try:
-        model_rel = _write_tree(model, options, config, tmp)
+        model_rel = _write_tree(model, options, config, tmp, proto_limit)
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{options.name}.", suffix=".old", dir=repo_dir))
             os.replace(target, old / "previous")

@@ -1,8 +1,9 @@
 """ONNX Runtime sessions: provider choice, thread count, batching, and the per-run record.
 
 Contract:
-    requires: a model as a path, serialized bytes or an ``onnx.ModelProto``; onnxruntime (or
-    onnxruntime-gpu) installed.
+    requires: a model as a path, serialized bytes or an ``onnx.ModelProto`` of any size (above
+    the 2 GiB protobuf limit its tensors reach ORT as arrays, see :func:`onnxprune.large.ort_session`);
+    onnxruntime (or onnxruntime-gpu) installed.
     guarantees: ``Runtime.session`` returns the same :class:`Session` for the same model
     content, so a model is compiled once per ``Runtime``; ``Session.run`` accepts any batch
     size, also when the model's batch dim is fixed (it is fed in chunks of that size and the
@@ -25,6 +26,7 @@ import numpy as np
 import onnx
 
 from onnxprune.errors import DataError, InvalidModel, RuntimeUnavailable
+from onnxprune.large import PROTOBUF_LIMIT, content_hash, ort_session
 
 logger = logging.getLogger(__name__)
 
@@ -190,10 +192,10 @@ def _providers(ort: Any, device: Device) -> list[str]:
     return [CUDA_EP, CPU_EP] if CUDA_EP in available else [CPU_EP]
 
 
-def _model_key(model: ModelSource) -> tuple[str, Any]:
+def _model_key(model: ModelSource, proto_limit: int = PROTOBUF_LIMIT) -> tuple[str, Any]:
     """A cache key that changes when the model's content changes."""
     if isinstance(model, onnx.ModelProto):
-        return "sha256", hashlib.sha256(model.SerializeToString()).hexdigest()
+        return "sha256", content_hash(model, proto_limit)
     if isinstance(model, bytes):
         return "sha256", hashlib.sha256(model).hexdigest()
     path = Path(model).resolve()
@@ -211,7 +213,7 @@ class Runtime:
     """
 
     def __init__(self, device: Device = "auto", threads: int | None = None, *, optimize: bool = True,
-                 spin: bool = True) -> None:
+                 spin: bool = True, proto_limit: int = PROTOBUF_LIMIT) -> None:
         """Resolve providers and threads.
 
         Args:
@@ -224,6 +226,8 @@ class Runtime:
                 sleep: slower at small batches, but latency repeats far better on shared or
                 virtual CPUs (ResNet-56, 2-vCPU VM: batch-64 medians of 3 bench runs within 1.6 %
                 instead of 10 %; batch 1 still varied 8 %).
+            proto_limit: In-memory models above this many bytes reach ORT in parts (protobuf's
+                2 GiB limit unless lowered, e.g. by tests).
 
         Raises:
             RuntimeUnavailable: no onnxruntime, or CUDA requested but not installed.
@@ -237,6 +241,7 @@ class Runtime:
         self.threads = threads if threads is not None else available_cpus()
         self.optimize = optimize
         self.spin = spin
+        self.proto_limit = proto_limit
         self._sessions: dict[tuple[str, Any], Session] = {}
 
     def options(self, *, profile_prefix: str | None = None) -> Any:
@@ -257,15 +262,13 @@ class Runtime:
     def create(self, model: ModelSource, *, profile_prefix: str | None = None) -> Session:
         """Create a new, uncached session (use :meth:`session` unless you need a fresh one)."""
         label = Path(model).name if isinstance(model, (str, os.PathLike)) else "<in-memory model>"
-        if isinstance(model, onnx.ModelProto):
-            source: Any = model.SerializeToString()
-        elif isinstance(model, bytes):
-            source = model
-        else:
-            source = str(Path(model))
+        options = self.options(profile_prefix=profile_prefix)
         try:
-            inner = self.ort.InferenceSession(source, self.options(profile_prefix=profile_prefix),
-                                              providers=self.providers)
+            if isinstance(model, onnx.ModelProto):
+                inner = ort_session(self.ort, model, options, self.providers, proto_limit=self.proto_limit)
+            else:
+                source = model if isinstance(model, bytes) else str(Path(model))
+                inner = self.ort.InferenceSession(source, options, providers=self.providers)
         except Exception as exc:  # ORT raises Fail/InvalidGraph/NoSuchFile types
             raise InvalidModel(f"{label}: ONNX Runtime cannot load the model ({first_line(exc)}); "
                                "check that it is a valid ONNX file") from exc
@@ -281,7 +284,7 @@ class Runtime:
 
     def session(self, model: ModelSource) -> Session:
         """Return the session for ``model``, creating it on first use."""
-        key = _model_key(model)
+        key = _model_key(model, self.proto_limit)
         if key not in self._sessions:
             self._sessions[key] = self.create(model)
         return self._sessions[key]

@@ -9,7 +9,10 @@ Contract:
     ``onnxprune.*`` props, the original's opset unless ``DeployOptions.opset`` asks for another
     (never a silent upgrade), and no more nodes than ``pruned``; a simplification whose outputs
     differ from ``pruned``'s on random inputs is discarded. :func:`export_repo` writes the Triton
-    entry complete or not at all (see :mod:`onnxprune.deploy.triton`).
+    entry complete or not at all (see :mod:`onnxprune.deploy.triton`). Every step takes models of
+    any size: above ``proto_limit`` (protobuf's 2 GiB) they work on the skeleton or pass the
+    tensors to ORT as arrays (:mod:`onnxprune.large`); ``original`` may then keep its external
+    data unloaded (``read(..., interface_only=True)``), its interface is all that is used.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from onnxprune.deploy.runner import output_diff
 from onnxprune.deploy.simplify import simplify
 from onnxprune.deploy.triton import TritonOptions, check_export, export_triton
 from onnxprune.errors import OnnxPruneError, UnsupportedInput
-from onnxprune.io import PROTOBUF_LIMIT
+from onnxprune.large import PROTOBUF_LIMIT, is_large, transform
 from onnxprune.load import MIN_OPSET, default_opset
 from onnxprune.plan import Plan
 
@@ -61,7 +64,7 @@ class DeployOptions:
 
 
 def _to_opset(original: onnx.ModelProto, model: onnx.ModelProto, options: DeployOptions,
-              rng: np.random.Generator) -> tuple[onnx.ModelProto, int | None]:
+              rng: np.random.Generator, proto_limit: int = PROTOBUF_LIMIT) -> tuple[onnx.ModelProto, int | None]:
     """``model`` at ``--opset`` or, without it, at ``original``'s opset; and that opset (``None``: kept)."""
     opset, upgraded = options.opset, default_opset(model)
     if opset is None and upgraded != default_opset(original):
@@ -69,7 +72,7 @@ def _to_opset(original: onnx.ModelProto, model: onnx.ModelProto, options: Deploy
     if opset is None or opset == upgraded:
         return model, opset
     try:
-        return convert_opset(model, opset, rng), opset
+        return convert_opset(model, opset, rng, proto_limit=proto_limit), opset
     except UnsupportedInput as exc:
         if options.opset is not None:
             raise
@@ -78,11 +81,13 @@ def _to_opset(original: onnx.ModelProto, model: onnx.ModelProto, options: Deploy
                                f"{opset}; pass --opset {upgraded} to accept the upgrade") from exc
 
 
-def check_deploy(original: onnx.ModelProto, options: DeployOptions, rng: np.random.Generator) -> None:
+def check_deploy(original: onnx.ModelProto, options: DeployOptions, rng: np.random.Generator, *,
+                 proto_limit: int = PROTOBUF_LIMIT) -> None:
     """Refuse bad deploy settings before any work (writes nothing).
 
     The opset conversion (``--opset``, or back to an opset below 13 that the load stage
-    upgrades) is tried on the (simplified) original: pruning keeps its op types.
+    upgrades) is tried on the (simplified) original: pruning keeps its op types. Not on an
+    original above ``proto_limit`` (its data may be unloaded): there the final conversion decides.
 
     Raises:
         UnsupportedInput: an ``opset`` out of range or impossible for this model; a model that
@@ -97,29 +102,28 @@ def check_deploy(original: onnx.ModelProto, options: DeployOptions, rng: np.rand
                                    f"choose an opset in that range or leave it out")
     elif default_opset(original) < MIN_OPSET:  # the load stage upgrades it; the output must come back
         try:
-            model = version_converter.convert_version(original, MIN_OPSET)
+            model = transform(original, lambda m: version_converter.convert_version(m, MIN_OPSET),
+                              proto_limit=proto_limit)
         except Exception:  # the converter raises bare RuntimeErrors; the load stage reports it
             model = original
     target = options.opset if options.opset is not None else default_opset(original)
-    if target != default_opset(model) and model.ByteSize() < PROTOBUF_LIMIT:
+    if target != default_opset(model) and not is_large(model, proto_limit):
         # the output is converted after simplification (e.g. BatchNorm folded away): try that
         _to_opset(original, simplify(model) if options.simplify else model, options, rng)
     if options.triton_repo is not None:
         if options.triton is None:
             raise UnsupportedInput("a Triton repository needs a model name; pass --triton-name")
-        check_export(original, options.triton_repo, options.triton, force=options.force)
+        check_export(original, options.triton_repo, options.triton, force=options.force, proto_limit=proto_limit)
 
 
-def _simplified(pruned: onnx.ModelProto, rng: np.random.Generator) -> onnx.ModelProto:
+def _simplified(pruned: onnx.ModelProto, rng: np.random.Generator, proto_limit: int) -> onnx.ModelProto:
     """``simplify(pruned)`` when it has no more nodes and the same outputs, else ``pruned``."""
-    simple = simplify(pruned)
+    simple = simplify(pruned, proto_limit=proto_limit)
     if len(simple.graph.node) > len(pruned.graph.node):
         logger.warning("simplification grew the graph; keeping the pruned model as it is")
         return pruned
-    if pruned.ByteSize() >= PROTOBUF_LIMIT:
-        return simple  # too large to compare in memory; simplify's own guarantees stand
     try:
-        diff, scale = output_diff(pruned, simple, rng)
+        diff, scale = output_diff(pruned, simple, rng, proto_limit=proto_limit)
     except OnnxPruneError as exc:
         logger.warning("cannot compare the simplified model (%s); keeping the pruned model", exc)
         return pruned
@@ -139,7 +143,8 @@ def run_metadata(command: str, plan: Plan, **fields: object) -> dict[str, str]:
 
 
 def finish(original: onnx.ModelProto, pruned: onnx.ModelProto, options: DeployOptions,
-           metadata: Mapping[str, str], rng: np.random.Generator) -> onnx.ModelProto:
+           metadata: Mapping[str, str], rng: np.random.Generator, *,
+           proto_limit: int = PROTOBUF_LIMIT) -> onnx.ModelProto:
     """The model to save: simplified, with the original's interface and ``metadata``.
 
     Args:
@@ -148,18 +153,20 @@ def finish(original: onnx.ModelProto, pruned: onnx.ModelProto, options: DeployOp
         options: ``opset`` and ``simplify`` are used here.
         metadata: ``onnxprune.*`` props (keys without the prefix).
         rng: Source of the random inputs that compare the simplified and pruned outputs.
+        proto_limit: Byte size above which models are handled in parts (:mod:`onnxprune.large`).
 
     Raises:
         UnsupportedInput: the interface cannot be restored or the opset conversion fails.
         InvalidModel: the result fails the ONNX checker.
     """
-    model = _simplified(pruned, rng) if options.simplify else pruned
-    model, opset = _to_opset(original, model, options, rng)
-    return restore_interface(original, model, opset=opset, extra_metadata=metadata)
+    model = _simplified(pruned, rng, proto_limit) if options.simplify else pruned
+    model, opset = _to_opset(original, model, options, rng, proto_limit)
+    return restore_interface(original, model, opset=opset, extra_metadata=metadata, proto_limit=proto_limit)
 
 
-def export_repo(model: onnx.ModelProto, options: DeployOptions) -> Path | None:
+def export_repo(model: onnx.ModelProto, options: DeployOptions, *, proto_limit: int = PROTOBUF_LIMIT) -> Path | None:
     """Write the Triton entry for ``model`` when ``options.triton_repo`` is set; its folder."""
     if options.triton_repo is None or options.triton is None:
         return None
-    return export_triton(model, options.triton_repo, options.triton, force=options.force).model_dir
+    return export_triton(model, options.triton_repo, options.triton, force=options.force,
+                         proto_limit=proto_limit).model_dir

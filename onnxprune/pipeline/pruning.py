@@ -19,7 +19,9 @@ from onnxprune.analyze.cost import group_shares
 from onnxprune.analyze.importance import consumer_inputs, importance
 from onnxprune.errors import DataError, OutputError
 from onnxprune.evaluate import DataSpec, Runtime, open_data
+from onnxprune.evaluate.cost import disk_bytes
 from onnxprune.io import save_model
+from onnxprune.large import PROTOBUF_LIMIT
 from onnxprune.load import load, normalize, read
 from onnxprune.pipeline.deploying import DeployOptions, check_deploy, export_repo, finish, run_metadata
 from onnxprune.plan import Plan, keep_count, ratio_plan
@@ -32,10 +34,13 @@ from onnxprune.rewrite.reconstruct import ReconstructOptions, ReconstructReport,
 
 logger = logging.getLogger(__name__)
 
-def analyze_file(path: str | os.PathLike[str], *, input_shapes: Mapping[str, Sequence[int]] | None = None
-                 ) -> tuple[Analysis, AnalyzeReport]:
-    """Load and analyze a model file; returns the analysis and its table rows."""
-    model = load(path, input_shapes=input_shapes)
+def analyze_file(path: str | os.PathLike[str], *, input_shapes: Mapping[str, Sequence[int]] | None = None,
+                 proto_limit: int = PROTOBUF_LIMIT) -> tuple[Analysis, AnalyzeReport]:
+    """Load and analyze a model file; returns the analysis and its table rows.
+
+    ``proto_limit``: byte size above which the model is handled in parts (:mod:`onnxprune.large`).
+    """
+    model = load(path, input_shapes=input_shapes, proto_limit=proto_limit)
     analysis = analyze(model)
     shares = group_shares(analysis)
     rows = tuple(GroupRow(id=g.id, channels=g.size, unit_width=g.unit_width, macs=shares[g.id][0],
@@ -184,21 +189,24 @@ def prune_file(path: str | os.PathLike[str], output: str | os.PathLike[str], *, 
                round_to: int = 1, criterion: str = "l1", plan: Plan | None = None,
                input_shapes: Mapping[str, Sequence[int]] | None = None, calib: DataSpec | None = None,
                repair_mode: str | None = None, options: ReconstructOptions | None = None,
-               deploy: DeployOptions | None = None) -> PruneReport:
+               deploy: DeployOptions | None = None, proto_limit: int = PROTOBUF_LIMIT) -> PruneReport:
     """Prune every prunable group of ``path`` by ``ratio`` (or apply ``plan``) and save to ``output``.
 
     With ``calib`` (calibration data), ``criterion="activation"`` is measured on it and
     ``repair_mode`` (``reconstruct`` or ``bias``) repairs the pruned layers. The output is
     written atomically and never over the input file; it is simplified and keeps the input's
     interface and metadata (``deploy``: opset, optional Triton repository; checked first).
+    Models above ``proto_limit`` (protobuf's 2 GiB) go through every step in parts and are
+    saved with external data (:mod:`onnxprune.large`).
     """
     source, target = Path(path).resolve(), Path(output).resolve()
     if source == target:
         raise OutputError(f"-o {output} is the input model; choose another output path (the input is never modified)")
     deploy = deploy or DeployOptions()
-    original = read(source)
-    check_deploy(original, deploy, np.random.default_rng(calib.seed if calib is not None else 0))
-    analysis, _ = analyze_file(source, input_shapes=input_shapes)
+    original = read(source, interface_only=True, proto_limit=proto_limit)  # its interface, not its weights
+    check_deploy(original, deploy, np.random.default_rng(calib.seed if calib is not None else 0),
+                 proto_limit=proto_limit)
+    analysis, _ = analyze_file(source, input_shapes=input_shapes, proto_limit=proto_limit)
     keep_count(1, ratio, round_to)  # validates ratio / round_to before any work
     if (repair_mode is not None or criterion in ("activation", "greedy")) and calib is None:
         raise DataError("--reconstruct, --bias-correct and --criterion activation|greedy need calibration data; "
@@ -215,13 +223,13 @@ def prune_file(path: str | os.PathLike[str], output: str | os.PathLike[str], *, 
         pruned, fixed = repair_pruned(analysis, plan, pruned, feeds, mode=repair_mode, seed=calib.seed,
                                       options=options)
     final = finish(original, pruned, deploy, run_metadata("prune", plan, repair=repair_mode, **fields),
-                   np.random.default_rng(calib.seed if calib is not None else 0))
-    saved = save_model(final, target)
-    export_repo(final, deploy)
-    after_model = normalize(final, name=target.name, input_shapes=input_shapes)
+                   np.random.default_rng(calib.seed if calib is not None else 0), proto_limit=proto_limit)
+    saved = save_model(final, target, proto_limit=proto_limit)
+    export_repo(final, deploy, proto_limit=proto_limit)
+    after_model = normalize(final, name=target.name, input_shapes=input_shapes, proto_limit=proto_limit)
     return PruneReport(source=str(source), output=saved, plan=plan, before=analyze_cost.model_cost(analysis.model),
-                       after=analyze_cost.model_cost(after_model), bytes_before=source.stat().st_size,
-                       bytes_after=saved.stat().st_size, groups_pruned=len(plan.keep),
+                       after=analyze_cost.model_cost(after_model), bytes_before=disk_bytes(source),
+                       bytes_after=disk_bytes(saved), groups_pruned=len(plan.keep),
                        groups_frozen=sum(1 for g in analysis.groups if g.frozen_reason),
                        repaired_layers=sum(1 for f in fixed.layers if f.method != "skipped") if fixed else 0,
                        repair_seconds=fixed.seconds if fixed else 0.0)

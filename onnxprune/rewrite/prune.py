@@ -21,6 +21,7 @@ from onnx import helper
 
 from onnxprune.analyze.types import Analysis, Select, SetGroups, SetShapeDims, SliceConst, SplitSizes
 from onnxprune.errors import PlanError
+from onnxprune.large import infer_shapes
 from onnxprune.load import restore_model_fields
 from onnxprune.plan import Plan
 from onnxprune.rewrite.select import emit_select
@@ -188,7 +189,7 @@ def prune_model(analysis: Analysis, plan: Plan) -> onnx.ModelProto:
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
     pruned = gs.export_onnx(graph, do_type_check=False)
     del pruned.graph.value_info[:]
-    return restore_model_fields(onnx.shape_inference.infer_shapes(pruned), source)
+    return restore_model_fields(infer_shapes(pruned, proto_limit=analysis.model.proto_limit), source)
 
 
 def repair_plan(analysis: Analysis, plan: Plan) -> Plan:

@@ -108,11 +108,10 @@ def test_changed_static_dim_or_rank_is_refused(original: onnx.ModelProto, compre
 
 
 @pytest.mark.parametrize("auto", [False, True], ids=["forced", "above-limit"])
-def test_external_data_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restored: onnx.ModelProto,
-                                  auto: bool) -> None:
-    if auto:  # save_model(external_data=None) switches above the protobuf limit; shrink the limit
-        monkeypatch.setattr("onnxprune.io.PROTOBUF_LIMIT", 1024)
-    path = save_model(restored, tmp_path / "big.onnx", external_data=None if auto else True)
+def test_external_data_round_trip(tmp_path: Path, restored: onnx.ModelProto, auto: bool) -> None:
+    # save_model(external_data=None) switches above the protobuf limit; the test lowers the limit
+    path = save_model(restored, tmp_path / "big.onnx", external_data=None if auto else True,
+                      proto_limit=1024 if auto else 2**31 - 1)
     data = tmp_path / "big.onnx.data"
     assert data.is_file() and data.stat().st_size > 1000
     stub = onnx.load(str(path), load_external_data=False)

@@ -1,0 +1,330 @@
+"""Models of any size: the protobuf operations onnxprune needs, also above the 2 GiB limit.
+
+Protobuf cannot serialize a message above 2 GiB, and ``onnx.checker.check_model``,
+``onnx.shape_inference.infer_shapes``, ``onnx.version_converter`` and
+``onnxruntime.InferenceSession(bytes)`` all serialize the model first. Above ``proto_limit``
+(default :data:`PROTOBUF_LIMIT`; tests pass a small one to force this path on small models)
+these helpers work on a *skeleton*: a copy of the model without its large tensors (initializers
+and ``Constant`` values of at least :data:`DETACH_MIN_BYTES`), which become graph inputs of
+the same name, element type and shape. Shape constants (Reshape targets, Pad pads, Split
+sizes) stay in the skeleton, so shape inference and Shape-chain folding see them.
+
+Contract:
+    requires: an ``onnx.ModelProto`` whose large tensors are initializers or ``Constant`` nodes
+    of the main graph (tensors inside subgraphs stay in the skeleton).
+    guarantees: below ``proto_limit`` every helper calls ONNX / ONNX Runtime directly, on the
+    model as it is. Above it the model's tensor data is never serialized and never copied
+    more than once at a time: :func:`transform` runs a graph transformation on the skeleton
+    and re-attaches the untouched tensors (those the result still reads; ``Constant`` nodes
+    come back as initializers); :func:`check_model` and :func:`skeleton` check or inspect
+    the skeleton; :func:`ort_session` gives ONNX Runtime the tensors as arrays through
+    ``SessionOptions.add_external_initializers``; :func:`write_external` streams them to one
+    data file. No helper modifies its input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import onnx
+from google.protobuf.message import Message
+from onnx import TensorProto, helper, numpy_helper
+from onnx.external_data_helper import uses_external_data
+
+logger = logging.getLogger(__name__)
+
+#: Protobuf cannot serialize a single message above 2 GiB.
+PROTOBUF_LIMIT = 2**31 - 1
+#: Tensors of at least this many bytes leave the skeleton (and go to the external data file).
+DETACH_MIN_BYTES = 1024
+#: Offsets of tensors in an external data file are multiples of this (page size: ORT can map them).
+DATA_ALIGNMENT = 4096
+#: The location ONNX Runtime sees for tensors it receives as arrays (never opened).
+_IN_MEMORY = "__onnxprune_in_memory__"
+_SUB_BYTE = {TensorProto.INT4: 0.5, TensorProto.UINT4: 0.5, TensorProto.FLOAT4E2M1: 0.5}
+
+
+def _external_length(tensor: TensorProto) -> int | None:
+    entry = next((e.value for e in tensor.external_data if e.key == "length"), None)
+    return int(entry) if entry is not None and entry.isdigit() else None
+
+
+def tensor_nbytes(tensor: TensorProto) -> int:
+    """Bytes of a tensor's data, also when it lives in an external file (loaded or not)."""
+    if tensor.HasField("raw_data"):
+        return len(tensor.raw_data)
+    if uses_external_data(tensor):
+        length = _external_length(tensor)
+        if length is not None:
+            return length
+    if tensor.data_type == TensorProto.STRING:
+        return sum(len(s) for s in tensor.string_data)
+    count = int(np.prod(tensor.dims, dtype=np.int64)) if tensor.dims else 1
+    if tensor.data_type in _SUB_BYTE:
+        return int(np.ceil(count * _SUB_BYTE[tensor.data_type]))
+    try:
+        itemsize = helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except (KeyError, ValueError, TypeError):
+        itemsize = 4
+    return count * itemsize
+
+
+def _unloaded_bytes(graph: onnx.GraphProto) -> int:
+    """Bytes of external tensors whose data is not in memory (main graph initializers)."""
+    return sum(tensor_nbytes(t) for t in graph.initializer if uses_external_data(t) and not t.HasField("raw_data"))
+
+
+def model_bytes(model: onnx.ModelProto) -> int:
+    """Size of ``model`` with all its tensor data in one message (external data counted too).
+
+    Protobuf's ``ByteSize`` works above 2 GiB (only serializing fails); tensors whose data is
+    still in an external file are added by their length.
+    """
+    return model.ByteSize() + _unloaded_bytes(model.graph)
+
+
+def is_large(model: onnx.ModelProto, proto_limit: int = PROTOBUF_LIMIT) -> bool:
+    """True when ``model`` with its data would exceed ``proto_limit`` bytes as one message."""
+    return model_bytes(model) > proto_limit
+
+
+def _copy_fields(src: Message, dst: Message, skip: frozenset[str]) -> None:
+    """Copy every set field of ``src`` to ``dst`` except ``skip`` (messages copied deeply)."""
+    for field, value in src.ListFields():
+        if field.name in skip:
+            continue
+        if field.is_repeated:
+            getattr(dst, field.name).extend(value)
+        elif field.type == field.TYPE_MESSAGE:
+            getattr(dst, field.name).CopyFrom(value)
+        else:
+            setattr(dst, field.name, value)
+
+
+def _constant_tensor(node: onnx.NodeProto) -> TensorProto | None:
+    """The ``value`` tensor of a default-domain Constant node, else None."""
+    if node.op_type != "Constant" or node.domain not in ("", "ai.onnx") or len(node.attribute) != 1:
+        return None
+    attr = node.attribute[0]
+    return attr.t if attr.name == "value" and attr.HasField("t") else None
+
+
+@dataclass(frozen=True)
+class Detached:
+    """A model split into a small skeleton and its large tensors.
+
+    Attributes:
+        skeleton: The model without its large tensors; each is a graph input (appended after
+            the real inputs) with the tensor's name, element type and dims.
+        weights: Name -> the original tensor (a view into the source model, not a copy).
+    """
+
+    skeleton: onnx.ModelProto
+    weights: Mapping[str, TensorProto]
+
+
+def detach(model: onnx.ModelProto, min_bytes: int = DETACH_MIN_BYTES) -> Detached:
+    """Split ``model`` into a skeleton and its tensors of at least ``min_bytes`` (see :class:`Detached`)."""
+    skeleton = onnx.ModelProto()
+    _copy_fields(model, skeleton, frozenset({"graph"}))
+    graph = skeleton.graph
+    _copy_fields(model.graph, graph, frozenset({"node", "initializer"}))
+    weights: dict[str, TensorProto] = {}
+    for node in model.graph.node:
+        value = _constant_tensor(node)
+        if value is not None and tensor_nbytes(value) >= min_bytes:
+            weights[node.output[0]] = value
+        else:
+            graph.node.add().CopyFrom(node)
+    for tensor in model.graph.initializer:
+        if tensor_nbytes(tensor) >= min_bytes:
+            weights[tensor.name] = tensor
+        else:
+            graph.initializer.add().CopyFrom(tensor)
+    declared = {v.name for v in graph.input}
+    graph.input.extend(helper.make_tensor_value_info(name, tensor.data_type, list(tensor.dims))
+                       for name, tensor in weights.items() if name not in declared)
+    return Detached(skeleton=skeleton, weights=weights)
+
+
+def _read_names(graph: onnx.GraphProto) -> Iterator[str]:
+    """Every tensor name read by a node of ``graph`` or its subgraphs, and its outputs."""
+    for node in graph.node:
+        yield from node.input
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _read_names(sub)
+    yield from (o.name for o in graph.output)
+
+
+def attach(skeleton: onnx.ModelProto, weights: Mapping[str, TensorProto]) -> onnx.ModelProto:
+    """The full model of a (transformed) skeleton: its weight inputs become initializers again.
+
+    Weights the skeleton no longer reads are dropped; a weight name the skeleton now computes
+    or holds as an initializer stays as it is.
+    """
+    full = onnx.ModelProto()
+    full.CopyFrom(skeleton)
+    graph = full.graph
+    kept = [v for v in graph.input if v.name not in weights]
+    if len(kept) != len(graph.input):
+        del graph.input[:]
+        graph.input.extend(kept)
+    produced = {o for n in graph.node for o in n.output} | {t.name for t in graph.initializer}
+    read = set(_read_names(graph))
+    for name, tensor in weights.items():
+        if name in read and name not in produced:
+            graph.initializer.append(tensor)
+            graph.initializer[-1].name = name
+    if weights and full.ir_version < 4:
+        full.ir_version = 4  # initializers that are not graph inputs need IR >= 4
+    return full
+
+
+def skeleton(model: onnx.ModelProto, proto_limit: int = PROTOBUF_LIMIT) -> onnx.ModelProto:
+    """``model`` itself when small, else its skeleton: for read-only inspection (types, shapes, ops)."""
+    return detach(model).skeleton if is_large(model, proto_limit) else model
+
+
+def transform(model: onnx.ModelProto, fn: Callable[[onnx.ModelProto], onnx.ModelProto], *,
+              proto_limit: int = PROTOBUF_LIMIT, what: str = "transform") -> onnx.ModelProto:
+    """``fn(model)``; above ``proto_limit``, ``fn`` runs on the skeleton and the tensors are re-attached.
+
+    ``fn`` must not modify its argument's tensors in place; it may add, remove or rename nodes.
+    """
+    if not is_large(model, proto_limit):
+        return fn(model)
+    detached = detach(model)
+    logger.debug("%s on the skeleton of a large model (%d tensors detached)", what, len(detached.weights))
+    return attach(fn(detached.skeleton), detached.weights)
+
+
+def check_model(model: onnx.ModelProto, *, full_check: bool = False, proto_limit: int = PROTOBUF_LIMIT) -> None:
+    """``onnx.checker.check_model`` for a model of any size (large: on its skeleton).
+
+    Raises:
+        onnx.checker.ValidationError: as the checker does.
+    """
+    onnx.checker.check_model(skeleton(model, proto_limit), full_check=full_check)
+
+
+def infer_shapes(model: onnx.ModelProto, *, data_prop: bool = False,
+                 proto_limit: int = PROTOBUF_LIMIT) -> onnx.ModelProto:
+    """``onnx.shape_inference.infer_shapes`` for a model of any size (a new model)."""
+    return transform(model, lambda m: onnx.shape_inference.infer_shapes(m, data_prop=data_prop),
+                     proto_limit=proto_limit, what="shape inference")
+
+
+def _stub(name: str, tensor: TensorProto, location: str, offset: int, length: int) -> TensorProto:
+    """A data-less tensor pointing at ``length`` bytes at ``offset`` of ``location``."""
+    stub = TensorProto(name=name, data_type=tensor.data_type, dims=tensor.dims, doc_string=tensor.doc_string)
+    stub.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        stub.external_data.add(key=key, value=value)
+    return stub
+
+
+def _external_skeleton(detached: Detached, stubs: Mapping[str, TensorProto]) -> onnx.ModelProto:
+    """The skeleton with its weight inputs replaced by the ``stubs`` initializers."""
+    model = onnx.ModelProto()
+    model.CopyFrom(detached.skeleton)
+    graph = model.graph
+    kept = [v for v in graph.input if v.name not in detached.weights]
+    del graph.input[:]
+    graph.input.extend(kept)
+    graph.initializer.extend(stubs.values())
+    if model.ir_version < 4:
+        model.ir_version = 4
+    return model
+
+
+def tensor_bytes(tensor: TensorProto) -> bytes:
+    """A tensor's data as ONNX stores it in ``raw_data`` (little-endian), loaded tensors only."""
+    if tensor.HasField("raw_data"):
+        return tensor.raw_data
+    return numpy_helper.from_array(numpy_helper.to_array(tensor)).raw_data
+
+
+def write_external(model: onnx.ModelProto, data: BinaryIO, location: str,
+                   min_bytes: int = DETACH_MIN_BYTES) -> onnx.ModelProto:
+    """Stream ``model``'s large tensors into ``data`` and return the model that points at them.
+
+    Args:
+        model: A model with all its data loaded (not modified).
+        data: A binary file open for writing, at offset 0.
+        location: The data file's name as the returned model records it (relative to the model).
+        min_bytes: Tensors of at least this size go to ``data``.
+
+    Returns:
+        The model to serialize beside ``data`` (below 2 GiB unless its small tensors are not).
+    """
+    detached = detach(model, min_bytes)
+    stubs: dict[str, TensorProto] = {}
+    offset = 0
+    for name, tensor in detached.weights.items():
+        payload = tensor_bytes(tensor)
+        pad = -offset % DATA_ALIGNMENT
+        data.write(b"\0" * pad)
+        offset += pad
+        data.write(payload)
+        stubs[name] = _stub(name, tensor, location, offset, len(payload))
+        offset += len(payload)
+    return _external_skeleton(detached, stubs)
+
+
+def _weight_arrays(detached: Detached) -> dict[str, np.ndarray]:
+    arrays: dict[str, np.ndarray] = {}
+    for name, tensor in detached.weights.items():
+        if uses_external_data(tensor) and not tensor.HasField("raw_data"):
+            raise ValueError(f"tensor '{name}' has external data that is not loaded; load the model's data first")
+        arrays[name] = np.ascontiguousarray(numpy_helper.to_array(tensor))
+    return arrays
+
+
+def ort_session(ort: Any, model: onnx.ModelProto, options: Any, providers: list[str], *,
+                proto_limit: int = PROTOBUF_LIMIT) -> Any:
+    """``ort.InferenceSession`` for an in-memory model of any size.
+
+    Above ``proto_limit`` ONNX Runtime gets the skeleton with data-less initializers and the
+    tensors as arrays (``SessionOptions.add_external_initializers``, no file is written); the
+    arrays are kept alive on the returned session (attribute ``onnxprune_weights``).
+
+    Args:
+        ort: The ``onnxruntime`` module.
+        model: The model (not modified).
+        options: ``ort.SessionOptions`` (large models: the tensors are added to it).
+        providers: Execution providers in priority order.
+        proto_limit: Byte size above which the model is passed in parts.
+    """
+    if not is_large(model, proto_limit):
+        return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
+    detached = detach(model)
+    arrays = _weight_arrays(detached)
+    stubs = {name: _stub(name, detached.weights[name], _IN_MEMORY, 0, a.nbytes) for name, a in arrays.items()}
+    names = list(arrays)
+    options.add_external_initializers(names, [ort.OrtValue.ortvalue_from_numpy(arrays[n]) for n in names])
+    session = ort.InferenceSession(_external_skeleton(detached, stubs).SerializeToString(), options,
+                                   providers=providers)
+    session.onnxprune_weights = arrays  # ORT reads these buffers for the session's whole life
+    logger.debug("ORT session for a large model: %d tensors passed as arrays", len(arrays))
+    return session
+
+
+def content_hash(model: onnx.ModelProto, proto_limit: int = PROTOBUF_LIMIT) -> str:
+    """SHA-256 of a model's content, also above the 2 GiB limit (skeleton, then each tensor)."""
+    if not is_large(model, proto_limit):
+        return hashlib.sha256(model.SerializeToString()).hexdigest()
+    detached = detach(model)
+    digest = hashlib.sha256(detached.skeleton.SerializeToString())
+    for name, tensor in detached.weights.items():
+        digest.update(name.encode())
+        digest.update(tensor.SerializeToString())
+    return digest.hexdigest()
+
