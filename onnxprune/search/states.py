@@ -7,18 +7,18 @@ then :meth:`state` for group ``t`` given the actions of groups ``0 .. t-1``, cal
 a_{t-1})``, each column divided by its maximum over the groups (:meth:`CompressionEnv.state`).
 
 ``agmc``: the model's flat computational graph, with the current keep ratios in its node
-features (:meth:`CompGraph.set_keep` after every action), is embedded by a GCN + Mean Pool
-encoder; an LSTM decoder gives ``s_t = Dec(s_{t-1}, a_{t-1})``, started from the unpruned graph
-vector ``g`` and fed the group's pooled node embedding as context; the state is
-``[s_t, p_t]`` with ``p_t`` the mean embedding of the feature maps carrying group ``t``'s
-channels (divided by its per-column maximum on the unpruned graph).
+features, is embedded by a GCN + Mean Pool encoder; an LSTM decoder gives
+``s_t = Dec(s_{t-1}, a_{t-1})``, started from the unpruned graph vector ``g`` and fed the group's
+pooled node embedding as context; the state is ``[s_t, p_t]`` with ``p_t`` the mean embedding
+of the feature maps carrying group ``t``'s channels (divided by its per-column maximum on the
+unpruned graph with the initial weights).
 
-The encoder and decoder are **fixed, seeded random networks**, not trained. AGMC trains them
-end to end through the critic's loss; here that would mean re-running the encoder on every
-replayed transition's pruned graph (64 graphs per update, one update per group step), which
-costs more than scoring a candidate on this 2-core machine. Random GCN/LSTM features still
-separate the groups (position, shape, neighbourhood, keep ratios so far) and the actor and
-critic learn on top of them; training the encoder is the natural next step.
+The encoder and decoder (:class:`~onnxprune.search.agmc_net.AGMCNet`, seeded) are trained end
+to end through the DDPG critic's loss (:class:`~onnxprune.search.ddpg.DDPGConfig` ``train_encoder``).
+For that every state also has a compact *memo* (:meth:`StateBuilder.memo`: step, previous
+action, decoder state, keep vector) from which :meth:`StateBuilder.encode` rebuilds a batch of
+replayed states with gradients; the graph's topology is fixed per model, so the replay buffer
+stores no graphs.
 """
 
 from __future__ import annotations
@@ -29,10 +29,12 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from torch import Tensor, nn
 
-from onnxprune.embed import GCNEncoder, LSTMDecoder, flat_data, group_pool_index, pool_groups
+from onnxprune.embed import flat_data
 from onnxprune.errors import PlanError
 from onnxprune.graph import build_graph
+from onnxprune.search.agmc_net import AGMCNet, GraphTensors, make_memo
 from onnxprune.search.env import CompressionEnv
 from onnxprune.search.space import SearchSpace
 
@@ -42,9 +44,16 @@ logger = logging.getLogger(__name__)
 class StateBuilder(Protocol):
     """Gives the state of group ``t`` from the earlier actions of the episode."""
 
+    #: The trainable encoder-decoder behind the states (``None``: handcrafted features).
+    net: nn.Module | None
+
     @property
     def dim(self) -> int:
         """Length of a state vector."""
+
+    @property
+    def memo_dim(self) -> int:
+        """Length of a memo (0 without a trainable encoder)."""
 
     def begin(self) -> None:
         """Start an episode (unpruned model)."""
@@ -52,9 +61,17 @@ class StateBuilder(Protocol):
     def state(self, t: int, actions: Sequence[float]) -> np.ndarray:
         """``[dim]`` float32 state of group ``t``; ``actions`` are the episode's first ``t`` actions."""
 
+    def memo(self) -> np.ndarray:
+        """``[memo_dim]`` float32 memo of the last state given by :meth:`state`."""
+
+    def encode(self, memo: Tensor, net: nn.Module) -> Tensor:
+        """``[B, dim]`` states of ``[B, memo_dim]`` memos computed by ``net`` (a copy of :attr:`net`)."""
+
 
 class AMCStates:
     """AMC's handcrafted state (normalized), read from the environment."""
+
+    net: nn.Module | None = None
 
     def __init__(self, env: CompressionEnv[Any]) -> None:
         """Use ``env``'s features."""
@@ -65,6 +82,11 @@ class AMCStates:
         """11 features."""
         return self.env.state_dim
 
+    @property
+    def memo_dim(self) -> int:
+        """No memo: the features are not learned."""
+        return 0
+
     def begin(self) -> None:
         """Nothing to reset."""
 
@@ -72,9 +94,17 @@ class AMCStates:
         """``env.state(t, actions)``."""
         return self.env.state(t, actions)
 
+    def memo(self) -> np.ndarray:
+        """Empty."""
+        return np.zeros(0, np.float32)
+
+    def encode(self, memo: Tensor, net: nn.Module) -> Tensor:
+        """Not available: there is nothing to train."""
+        raise ValueError("AMC states have no encoder to run")
+
 
 class AGMCStates:
-    """AGMC's encoder-decoder state ``[s_t, p_t]`` (fixed, seeded random encoder and decoder)."""
+    """AGMC's encoder-decoder state ``[s_t, p_t]`` (seeded encoder and decoder, trainable)."""
 
     def __init__(self, space: SearchSpace, *, generator: torch.Generator, embed_dim: int = 64,
                  state_dim: int = 64, hidden: int = 64, layers: int = 3) -> None:
@@ -86,49 +116,68 @@ class AGMCStates:
             embed_dim: Size of node / graph embeddings (``p_t``).
             state_dim: Size of the decoder states (``s_t``).
             hidden: Hidden size of the GCN.
-            layers: GCN layers.
+            layers: GCN layers (2 or more).
         """
         self.space = space
         groups = [space.analysis.groups[gid] for gid in space.group_ids]
-        self.graph = build_graph(space.analysis.model).with_groups(groups)
-        data = flat_data(self.graph)
-        self.edge_index = data.edge_index
-        self.pool_index = group_pool_index(self.graph)
-        self.encoder = GCNEncoder(data.num_features, hidden, embed_dim, layers, generator=generator).eval()
-        self.decoder = LSTMDecoder(embed_dim, state_dim, context_dim=embed_dim, generator=generator).eval()
+        cg = build_graph(space.analysis.model).with_groups(groups)
+        data = flat_data(cg)
+        self.graph = GraphTensors.build(cg, tuple(space.group_ids), data.edge_index, hops=layers - 1)
+        self.net: nn.Module | None = AGMCNet(data.num_features, hidden, embed_dim, state_dim, layers,
+                                             generator=generator)
         self.embed_dim, self.state_dim = embed_dim, state_dim
         with torch.no_grad():
-            out = self.encoder(data.x, self.edge_index)
-            pooled = pool_groups(out.nodes, self.pool_index, len(space))
-        self.graph_vector = out.graph
-        self.scale = pooled.abs().max(dim=0).values.clamp(min=1e-6)
-        self._hc: tuple[torch.Tensor, torch.Tensor] | None = None
+            pooled = self._net.groups(self.graph, torch.ones(len(space)))
+            self._net.scale.copy_(pooled.abs().max(dim=0).values.clamp(min=1e-6))
+        self._keep = np.ones(len(space), np.float32)
+        self._hc: tuple[Tensor, Tensor] | None = None
+        self._memo: np.ndarray | None = None
+        self._next = 0
+
+    @property
+    def _net(self) -> AGMCNet:
+        if not isinstance(self.net, AGMCNet):
+            raise TypeError("AGMCStates.net must be an AGMCNet")
+        return self.net
 
     @property
     def dim(self) -> int:
         """``state_dim + embed_dim``."""
         return self.state_dim + self.embed_dim
 
-    @torch.no_grad()
+    @property
+    def memo_dim(self) -> int:
+        """``2 + 2 state_dim + groups``."""
+        return 2 + 2 * self.state_dim + len(self.space)
+
     def begin(self) -> None:
-        """Reset the decoder and the graph's keep ratios."""
-        self.graph.set_keep({gid: 1.0 for gid in self.space.group_ids})
-        self._hc = self.decoder.initial(self.graph_vector)
+        """Reset the keep ratios and the decoder."""
+        self._keep = np.ones(len(self.space), np.float32)
+        self._hc = (torch.zeros(1, self.state_dim), torch.zeros(1, self.state_dim))
+        self._next = 0
 
     @torch.no_grad()
     def state(self, t: int, actions: Sequence[float]) -> np.ndarray:
         """Re-embed the graph with keep ratios ``1 - a`` so far, step the decoder, pool group ``t``."""
-        if self._hc is None or len(actions) != t:
+        if self._hc is None or len(actions) != t or t != self._next:
             raise ValueError("call begin() and then state(t, actions[:t]) for t = 0, 1, ... in order")
+        prev = float(actions[t - 1]) if t > 0 else 0.0
         if t > 0:
-            gid = self.space.group_ids[t - 1]
-            self.graph.set_keep({gid: float(np.clip(1.0 - actions[t - 1], 0.0, 1.0))})
-        x = torch.from_numpy(self.graph.node_features())
-        nodes = self.encoder(x, self.edge_index).nodes
-        pooled = pool_groups(nodes, self.pool_index, len(self.space))[t] / self.scale
-        prev = torch.tensor([actions[t - 1] if t > 0 else 0.0], dtype=torch.float32)
-        s_t, self._hc = self.decoder.step(prev, self._hc, pooled.unsqueeze(0))
-        return torch.cat([s_t[0], pooled]).numpy().astype(np.float32)
+            self._keep[t - 1] = float(np.clip(1.0 - prev, 0.0, 1.0))
+        self._memo = make_memo(t, prev, self._hc, self._keep)
+        out, self._hc = self._net(self.graph, torch.from_numpy(self._memo).unsqueeze(0))
+        self._next = t + 1
+        return out[0].numpy().astype(np.float32)
+
+    def memo(self) -> np.ndarray:
+        """The memo of the last state."""
+        if self._memo is None:
+            raise ValueError("call state() before memo()")
+        return self._memo
+
+    def encode(self, memo: Tensor, net: nn.Module) -> Tensor:
+        """``net(graph, memo)``'s states (with gradients when ``net``'s parameters need them)."""
+        return net(self.graph, memo)[0]
 
 
 #: State builders the DDPG agents are named after.
