@@ -55,7 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="resource the target applies to (latency: Conv/Gemm time, per-layer table measured here)")
     parser.add_argument("--agent", choices=pipeline.AGENTS, default="random", help="search agent (default random)")
     parser.add_argument("--policy", type=Path, default=None, metavar="AGENT_PT",
-                        help="gnnrl: start from an agent trained on another model (<out>.agent.pt)")
+                        help="gnnrl/amc/agmc: start from an agent trained on another model (its <out>.agent.pt; "
+                             "amc/agmc then skip the random warm-up unless --warmup is given)")
     parser.add_argument("--episodes", type=int, default=30, metavar="N", help="candidates to evaluate")
     parser.add_argument("--warmup", type=int, default=None, metavar="N",
                         help="amc/agmc: random-action episodes before DDPG learns (default min(100, episodes // 3))")

@@ -30,17 +30,18 @@ from onnxprune.evaluate import DataSpec, Runtime, evaluate, open_data
 from onnxprune.io import save_model, write_json_atomic
 from onnxprune.load import load, normalize, read
 from onnxprune.pipeline.deploying import DeployOptions, check_deploy, export_repo, finish, run_metadata
+from onnxprune.pipeline.ddpg_agent import run_ddpg
 from onnxprune.pipeline.gnnrl import run_gnnrl
 from onnxprune.pipeline.latency_table import measure_table
 from onnxprune.pipeline.pruning import RepairSettings, repair_best, repairing_apply
 from onnxprune.search.baselines import OnEpisode, SearchState, random_search, uniform_search
-from onnxprune.search.ddpg import DDPGConfig, ddpg_search, default_warmup
+from onnxprune.search.ddpg import DDPGConfig, default_warmup
 from onnxprune.search.env import CompressionEnv, Episode
 from onnxprune.search.latency import LatencyModel
 from onnxprune.search.ppo import PPOConfig
 from onnxprune.search.reward import reward_fn
 from onnxprune.search.space import SearchSpace
-from onnxprune.search.states import STATE_KINDS, make_states
+from onnxprune.search.states import STATE_KINDS
 
 logger = logging.getLogger(__name__)
 
@@ -199,8 +200,9 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
         raise OutputError(f"-o {output} is the input model; choose another output path (the input is never modified)")
     if agent not in AGENTS:
         raise PlanError(f"--agent {agent} is not available; use one of {', '.join(AGENTS)}")
-    if policy is not None and agent != "gnnrl":
-        raise PlanError("--policy is read by the gnnrl agent only; add --agent gnnrl or drop --policy")
+    if policy is not None and agent not in ("gnnrl", *STATE_KINDS):
+        raise PlanError(f"--policy is read by the gnnrl, amc and agmc agents, not {agent}; change --agent "
+                        "or drop --policy")
     deploy = deploy or DeployOptions()
     repair = disjoint_calibration(repair, data)
     original = read(source)
@@ -225,8 +227,10 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
                                  "criterion": criterion, "reward": reward, "data": str(data.path) if data else None,
                                  "val_split": data.val_split if data else None,
                                  "candidate_repair": [repair.mode, repair.candidate_images] if repair else None}
-    if agent in STATE_KINDS:
-        config["warmup"] = default_warmup(episodes) if warmup is None else warmup
+    if agent in STATE_KINDS:  # a --policy agent already acts: no random warm-up unless asked
+        config["warmup"] = (0 if policy is not None else default_warmup(episodes)) if warmup is None else warmup
+        if policy is not None:
+            config["policy"] = str(Path(policy).resolve())
     if agent == "gnnrl":  # the agent file is part of the run: a resume must name the same one
         config["policy"] = str(Path(policy).resolve()) if policy is not None else None
         config["ppo"] = asdict(ppo or PPOConfig())
@@ -243,8 +247,9 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     if agent == "uniform":
         state = state if state is not None and state.best is not None else uniform_search(env, seed=seed, on_episode=record)
     elif agent in STATE_KINDS:  # DDPG on AMC's handcrafted state or AGMC's encoder-decoder state
-        state = ddpg_search(env, make_states(agent, env, seed=seed), episodes, seed=seed, agent=agent,
-                            config=DDPGConfig(warmup=int(config["warmup"])), state=state, on_episode=record)
+        state = run_ddpg(env, agent, episodes, seed=seed, output=target_path, state=state, on_episode=record,
+                         config=DDPGConfig(warmup=int(config["warmup"])),
+                         policy=Path(policy) if policy is not None else None)
     elif agent == "gnnrl":  # PPO over the m-GNN policy; the agent is saved as <output>.agent.pt
         state = run_gnnrl(env, episodes, seed=seed, output=target_path, run=config, resume=resume,
                           policy=Path(policy) if policy is not None else None, config=ppo, on_episode=record)
