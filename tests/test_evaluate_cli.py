@@ -61,11 +61,30 @@ def test_eval_explicit_preprocessing_equals_the_preset(tmp_path: Path, model: Pa
 
 def test_bench_json_rows(tmp_path: Path, model: Path) -> None:
     out = tmp_path / "bench.json"
-    assert main(["bench", str(model), "--baseline", str(model), "--batch", "1,4", "--runs", "5", "--warmup", "1",
-                 "--threads", "1", "--json", str(out)]) == 0
+    assert main(["bench", str(model), "--baseline", str(model), "--batch", "1,4", "--runs", "20", "--warmup", "1",
+                 "--min-time", "0", "--max-time", "0", "--tolerance", "0.5", "--threads", "1",
+                 "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert [row["batch"] for row in report["rows"]] == [1, 4]
-    assert all(row["model"]["runs"] == 5 and row["ratio"] > 0 for row in report["rows"])
+    assert report["protocol"] == {"runs": 20, "warmup": 1, "min_time": 0.0, "max_time": 0.0, "tolerance": 0.5,
+                                  "blocks": 10}
+    for row in report["rows"]:
+        assert row["model"]["runs"] == row["baseline"]["runs"] == 20 and row["ratio"] > 0
+        assert (row["blocks"], row["block_runs"]) == (10, 2)
+        assert row["verdict"] in ("stable", "unstable") and row["seconds"] > 0
+        assert row["model"]["ci_low_ms"] <= row["model"]["ci_high_ms"] and row["ratio_low"] <= row["ratio_high"]
+        assert {"half_width", "ratio_half_width", "steal", "others"} <= set(row) | set(row["model"])
+    assert report["unstable"] == [row["batch"] for row in report["rows"] if row["verdict"] == "unstable"]
+    assert "warning" in report and "steal" in report and "others" in report
+
+
+@pytest.mark.parametrize(("flags", "needle"), [(["--min-time", "-1"], "--min-time -1.0"),
+                                               (["--min-time", "5", "--max-time", "2"], "--max-time 2.0"),
+                                               (["--tolerance", "0"], "--tolerance 0.0"),
+                                               (["--runs", "0"], "--runs 0")])
+def test_bench_rejects_bad_protocol_flags(model: Path, flags: list[str], needle: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    _fails_with_one_line(["bench", str(model), *flags], capsys, needle)
 
 
 def test_wrong_image_shape(tmp_path: Path, model: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,7 +11,7 @@ from evaluate_models import bare_logits, cifar_preprocessed, raw_images, tiny_cl
 
 from onnxprune import pipeline
 from onnxprune.errors import DataError, RuntimeUnavailable
-from onnxprune.evaluate import DataSpec, Runtime, make_preprocess
+from onnxprune.evaluate import DataSpec, Protocol, Runtime, make_preprocess
 from onnxprune.evaluate.metrics import AccuracyCounter, FidelityCounter
 
 
@@ -134,13 +134,17 @@ def test_cuda_request_without_the_gpu_package_is_a_clear_error() -> None:
 def test_bench_reports_rows_ratios_memory_and_profile(tmp_path: Path, runtime: Runtime) -> None:
     model = tiny_classifier(tmp_path / "m.onnx")
     base = tiny_classifier(tmp_path / "b.onnx", seed=1)
-    result = pipeline.bench_model(model, runtime=runtime, baseline=base, batches=(1, 8), warmup=2, runs=6,
+    quick = Protocol(runs=6, warmup=2, min_time=0.0, max_time=0.0)  # exactly 6 blocks of one run
+    result = pipeline.bench_model(model, runtime=runtime, baseline=base, batches=(1, 8), protocol=quick,
                                   profile_top=3)
     assert [row.batch for row in result.rows] == [1, 8]
     for row in result.rows:
         assert row.model.runs == 6 and row.baseline is not None and row.baseline.runs == 6
         assert 0 < row.model.median_ms <= row.model.p90_ms
         assert row.ratio == pytest.approx(row.model.median_ms / row.baseline.median_ms)
+        assert row.blocks == 6 and row.block_runs == 1 and row.verdict in ("stable", "unstable")
+        assert row.model.ci_low_ms <= row.model.median_ms <= row.model.ci_high_ms  # [min, max] of 6 runs
+        assert row.ratio_low <= row.ratio_high
     assert result.memory_mb >= 0 and result.baseline_memory_mb is not None
     assert result.profile is not None and 0 < len(result.profile) <= 3
     assert "Conv" in {op.op_type for op in result.profile}

@@ -4,14 +4,19 @@
    ONNX Runtime loop (``session.run`` over slices of the same preprocessed array, same thread
    count), in short adjacent pairs of rounds; target: within 10 %. The end-to-end
    ``onnxprune eval`` CLI time (model load, data, cost, scoring) is reported too.
-2. Repeatability: two separate ``onnxprune bench`` processes on the same model; target: medians
-   within 5 %.
+2. Repeatability: ``--repeats`` (3) separate ``onnxprune bench`` processes, each timing a pruned
+   ResNet-56 (``prune --ratio 0.5 --round-to 8``) against the original in blocks until the medians
+   settle (``--min-time``/``--max-time``); per batch size: the original's and the pruned model's
+   medians and their largest difference (target: within 5 %), the ratio's (it cancels host-speed
+   drift between processes), each run's verdict, and the CPU share other processes and the
+   hypervisor took meanwhile.
 
 Uses ../shared (pretrained ResNet-56, CIFAR-10 test set) when present, else random weights and
 random images of the same shape. Prints a table and writes JSON (default build/bench_eval.json).
 
 Usage: python tools/bench_eval.py [--rounds 10] [--round-images 2000] [--images 10000] [--threads 2]
-       [--bench-runs 100] [--json PATH]
+       [--bench-runs 100] [--bench-batch 1,64] [--bench-threads N] [--min-time 2] [--max-time 10]
+       [--no-spin] [--repeats 3] [--skip-throughput] [--json PATH]
 """
 
 from __future__ import annotations
@@ -114,21 +119,69 @@ def cli_eval_seconds(model: Path, data: Path, threads: int, work: Path) -> float
     return time.perf_counter() - start
 
 
-def repeatability(model: Path, threads: int, runs: int, work: Path) -> dict[str, Any]:
-    """Two separate ``onnxprune bench`` processes on the same model: medians per batch size."""
+def prune_half(model: Path, work: Path) -> Path:
+    """The baseline pair of the ratio check: ``onnxprune prune --ratio 0.5 --round-to 8`` of ``model``."""
+    out = work / "resnet56_p50.onnx"
+    subprocess.run([sys.executable, "-m", "onnxprune.cli", "prune", str(model), "-o", str(out), "--ratio", "0.5",
+                    "--round-to", "8"], check=True, cwd=ROOT, capture_output=True)
+    return out
+
+
+def repeatability(model: Path, pruned: Path, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """``args.repeats`` separate ``onnxprune bench pruned --baseline model`` processes, compared per batch size.
+
+    Each process times the original (the baseline column: the same model every time) and the
+    pruned model alternately, so one set of runs gives the repeatability of an absolute median
+    and of a ratio, which cancels host-speed drift between processes.
+    """
     reports = []
-    for i in range(2):
+    flags = ["--batch", args.bench_batch, "--runs", str(args.bench_runs), "--min-time", str(args.min_time),
+             "--max-time", str(args.max_time), "--device", "cpu", "--threads", str(args.bench_threads)]
+    flags += ["--no-spin"] if args.no_spin else []
+    for i in range(args.repeats):
         out = work / f"bench{i}.json"
-        subprocess.run([sys.executable, "-m", "onnxprune.cli", "bench", str(model), "--batch", "1,64",
-                        "--runs", str(runs), "--device", "cpu", "--threads", str(threads), "--json", str(out)],
-                       check=True, cwd=ROOT, capture_output=True)
+        done = subprocess.run([sys.executable, "-m", "onnxprune.cli", "bench", str(pruned), "--baseline", str(model),
+                               *flags, "--json", str(out)], check=True, cwd=ROOT, capture_output=True, text=True)
         reports.append(json.loads(out.read_text()))
+        if done.stderr.strip():
+            print(f"bench run {i + 1}: {done.stderr.strip().splitlines()[-1]}")
     rows = []
-    for a, b in zip(reports[0]["rows"], reports[1]["rows"]):
-        m1, m2 = a["model"]["median_ms"], b["model"]["median_ms"]
-        rows.append({"batch": a["batch"], "median_ms": [m1, m2], "p90_ms": [a["model"]["p90_ms"], b["model"]["p90_ms"]],
-                     "difference": abs(m1 - m2) / min(m1, m2)})
-    return {"runs": runs, "rows": rows, "load_average": [r.get("load_average") for r in reports]}
+    for index, first in enumerate(reports[0]["rows"]):
+        per_run = [r["rows"][index] for r in reports]
+        rows.append({"batch": first["batch"], **_spread("original", [row["baseline"]["median_ms"] for row in per_run]),
+                     **_spread("pruned", [row["model"]["median_ms"] for row in per_run]),
+                     **_spread("ratio", [row["ratio"] for row in per_run]),
+                     "original_half_width": [row["baseline"]["half_width"] for row in per_run],
+                     "ratio_half_width": [row["ratio_half_width"] for row in per_run],
+                     "verdict": [row["verdict"] for row in per_run], "steal": [row["steal"] for row in per_run],
+                     "others": [row["others"] for row in per_run], "seconds": [row["seconds"] for row in per_run]})
+    return {"command": ["onnxprune", "bench", "PRUNED", "--baseline", "MODEL", *flags], "rows": rows,
+            "load_average": [r.get("load_average") for r in reports], "warnings": [r.get("warning") for r in reports]}
+
+
+def _spread(name: str, values: list[float]) -> dict[str, Any]:
+    """Values of the runs and their largest relative difference, (max - min) / min."""
+    return {name: values, f"{name}_difference": (max(values) - min(values)) / min(values)}
+
+
+def _repeatability_rows(table: Table, rep: dict[str, Any]) -> None:
+    """Add the repeatability rows (per batch size) to the summary table."""
+    n = len(rep["load_average"])
+    for row in rep["rows"]:
+        b = row["batch"]
+        stable = sum(v == "stable" for v in row["verdict"])
+        for name, unit in (("original", "ms"), ("pruned", "ms"), ("ratio", "")):
+            values = " / ".join(f"{v:.3f}" for v in row[name])
+            table.add_row(f"bench batch {b}: {name} medians of {n} processes {unit}".rstrip(), values, "", "")
+            diff = row[f"{name}_difference"]
+            table.add_row(f"bench batch {b}: {name} largest difference", f"{100 * diff:.1f} %", "<= 5 %",
+                          "yes" if diff <= 0.05 else "NO")
+        table.add_row(f"bench batch {b}: verdicts stable", f"{stable} of {n}", "", "")
+        host = " / ".join("?" if o is None else f"{100 * o:.0f}%+{100 * s:.1f}%" for o, s in zip(row["others"], row["steal"]))
+        table.add_row(f"bench batch {b}: other processes + steal", host, "", "")
+    for i, load in enumerate(rep["load_average"]):
+        if load:
+            table.add_row(f"host load average during bench run {i + 1}", "{:.2f} -> {:.2f}".format(*load), "", "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,37 +191,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--round-images", type=int, default=2000, help="images per round")
     parser.add_argument("--images", type=int, default=10000)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--bench-runs", type=int, default=100)
+    parser.add_argument("--bench-runs", type=int, default=100, help="bench --runs")
+    parser.add_argument("--bench-batch", default="1,64", help="bench --batch")
+    parser.add_argument("--bench-threads", type=int, default=None, help="bench --threads (default: --threads)")
+    parser.add_argument("--min-time", type=float, default=2.0, help="bench --min-time")
+    parser.add_argument("--max-time", type=float, default=10.0, help="bench --max-time")
+    parser.add_argument("--no-spin", action="store_true", help="bench --no-spin")
+    parser.add_argument("--repeats", type=int, default=3, help="separate bench processes")
+    parser.add_argument("--skip-throughput", action="store_true", help="only the repeatability part")
     parser.add_argument("--json", type=Path, default=ROOT / "build" / "bench_eval.json")
     args = parser.parse_args(argv)
+    args.bench_threads = args.bench_threads or args.threads
+    load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-eval-") as tmp:
         work = Path(tmp)
         model, data, source = build_inputs(work, args.images)
-        tput = throughput(model, data, args.threads, args.rounds, min(args.round_images, args.images))
-        tput["cli_eval_s"] = cli_eval_seconds(model, data, args.threads, work)
-        rep = repeatability(model, args.threads, args.bench_runs, work)
+        tput = None
+        if not args.skip_throughput:
+            tput = throughput(model, data, args.threads, args.rounds, min(args.round_images, args.images))
+            tput["cli_eval_s"] = cli_eval_seconds(model, data, args.threads, work)
+        rep = repeatability(model, prune_half(model, work), args, work)
     table = Table(title=f"evaluate benchmark: ResNet-56 ({source}), CPU, {args.threads} threads, {cpu_model()}")
     for name in ("measure", "value", "target", "met"):
         table.add_column(name, justify="left" if name == "measure" else "right")
-    table.add_row(f"evaluate() top-1 on {tput['full_set_images']} images", f"{tput['top1']:.2f} %", "", "")
-    table.add_row(f"evaluate(), batch {BATCH}, images/s (median of rounds)", f"{tput['evaluate_ips']:,.0f}", "", "")
-    table.add_row("bare ORT loop, images/s (median of rounds)", f"{tput['bare_ips']:,.0f}", "", "")
-    table.add_row(f"evaluate / bare throughput (median of {tput['rounds']} pairs)", f"{tput['ratio']:.3f}",
-                  ">= 0.90", "yes" if tput["ratio"] >= 0.9 else "NO")
-    table.add_row(f"onnxprune eval CLI, {tput['full_set_images']} images (s)", f"{tput['cli_eval_s']:.1f}", "", "")
-    for row in rep["rows"]:
-        m1, m2 = row["median_ms"]
-        table.add_row(f"bench batch {row['batch']}: medians of 2 runs (ms)", f"{m1:.3f} / {m2:.3f}", "", "")
-        table.add_row(f"bench batch {row['batch']}: difference", f"{100 * row['difference']:.1f} %", "<= 5 %",
-                      "yes" if row["difference"] <= 0.05 else "NO")
-    for i, load in enumerate(rep["load_average"]):
-        if load:
-            table.add_row(f"host load average during bench run {i + 1}", "{:.2f} -> {:.2f}".format(*load), "", "")
-    Console(width=110).print(table)
-    print(f"host load average (1 min) at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    if tput is not None:
+        table.add_row(f"evaluate() top-1 on {tput['full_set_images']} images", f"{tput['top1']:.2f} %", "", "")
+        table.add_row(f"evaluate(), batch {BATCH}, images/s (median of rounds)", f"{tput['evaluate_ips']:,.0f}", "", "")
+        table.add_row("bare ORT loop, images/s (median of rounds)", f"{tput['bare_ips']:,.0f}", "", "")
+        table.add_row(f"evaluate / bare throughput (median of {tput['rounds']} pairs)", f"{tput['ratio']:.3f}",
+                      ">= 0.90", "yes" if tput["ratio"] >= 0.9 else "NO")
+        table.add_row(f"onnxprune eval CLI, {tput['full_set_images']} images (s)", f"{tput['cli_eval_s']:.1f}", "", "")
+    table.add_row("bench (repeatability), " + " ".join(rep["command"][2:]), "", "", "")
+    _repeatability_rows(table, rep)
+    Console(width=120).print(table)
+    print(f"host load average (1 min): {load_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end, "
+          f"on {os.cpu_count()} CPUs")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.json, {"model": f"resnet56 ({source})", "threads": args.threads, "cpu": cpu_model(),
-                                  "load_average_end": os.getloadavg()[0],
+                                  "load_average_start": load_start, "load_average_end": os.getloadavg()[0],
                                   "throughput": tput, "repeatability": rep})
     print(f"wrote {args.json}")
     return 0

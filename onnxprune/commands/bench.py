@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,8 @@ from rich.table import Table
 from onnxprune import pipeline
 from onnxprune.commands._runtime_options import add_runtime_options, progress_bar, run_caption, runtime_from
 from onnxprune.errors import DataError
-from onnxprune.evaluate import BenchResult
+from onnxprune.evaluate import BenchResult, Protocol
+from onnxprune.evaluate.latency import noise_warning
 from onnxprune.io import write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -24,12 +26,22 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "bench", help="latency (median/p90) at chosen batch sizes, as a ratio to a baseline",
         description="Time an ONNX model with ONNX Runtime on random inputs: warm-up, then timed runs "
-                    "alternating with the baseline's in the same process; median and p90 in ms.")
+                    "alternating with the baseline's in the same process, in blocks, for at least --min-time "
+                    "seconds and --runs runs and until the 95 %% interval of each median is within --tolerance "
+                    "(else up to --max-time, then the row says 'unstable'); median and p90 in ms.")
     parser.add_argument("model", type=Path, help="the .onnx model to time")
     parser.add_argument("--baseline", type=Path, metavar="PATH", help="reference model timed alternately")
     parser.add_argument("--batch", default="1", metavar="B[,B...]", help="batch sizes, e.g. 1,64 (default 1)")
-    parser.add_argument("--runs", type=int, default=50, metavar="N", help="timed runs per batch size (default 50)")
+    parser.add_argument("--runs", type=int, default=20, metavar="N",
+                        help="at least N timed runs per model and batch size (default 20)")
     parser.add_argument("--warmup", type=int, default=10, metavar="N", help="warm-up runs (default 10)")
+    parser.add_argument("--min-time", type=float, default=2.0, metavar="S",
+                        help="at least S seconds of timed runs per model and batch size (default 2)")
+    parser.add_argument("--max-time", type=float, default=10.0, metavar="S",
+                        help="extend a noisy measurement up to S seconds per model, then report it "
+                             "unstable (default 10)")
+    parser.add_argument("--tolerance", type=float, default=0.02, metavar="F",
+                        help="stable when the 95 %% interval of each median is within F of it (default 0.02)")
     parser.add_argument("--profile", type=int, nargs="?", const=10, default=None, metavar="TOP",
                         help="profile with ORT and list the TOP op types by time (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
@@ -57,22 +69,32 @@ def _footer(result: BenchResult) -> str:
     if result.baseline_memory_mb is not None:
         text += f" (baseline {result.baseline_memory_mb:.1f} MiB)"
     if result.load_average is not None:
-        text += "; host load average {:.2f} -> {:.2f}".format(*result.load_average)
+        text += "; host load average {:.2f} -> {:.2f} on {} CPUs".format(*result.load_average, result.cpus)
+    if result.others is not None and result.steal is not None:
+        text += (f"\nwhile timing: other processes used {100 * result.others:.0f} % of the host's CPU time, "
+                 f"the hypervisor stole {100 * result.steal:.1f} %")
     return text
 
 
+def _pm(half_width: float | None) -> str:
+    return "" if half_width is None else f"+-{100 * half_width:.1f} %"
+
+
 def _table(result: BenchResult, has_baseline: bool) -> Table:
-    table = Table(title="onnxprune bench: latency in ms")
-    names = ["batch", "median", "p90"]
+    table = Table(title="onnxprune bench: latency in ms (+-: 95 % interval of the median)")
+    names = ["batch", "median", "+-", "p90"]
     if has_baseline:
-        names += ["baseline median", "baseline p90", "ratio"]
-    for name in [*names, "runs"]:
+        names += ["baseline median", "+-", "ratio", "ratio +-"]
+    for name in [*names, "runs", "seconds", "others", "steal", "verdict"]:
         table.add_column(name, justify="right")
     for row in result.rows:
-        cells = [str(row.batch), f"{row.model.median_ms:.3f}", f"{row.model.p90_ms:.3f}"]
+        cells = [str(row.batch), f"{row.model.median_ms:.3f}", _pm(row.model.half_width), f"{row.model.p90_ms:.3f}"]
         if has_baseline and row.baseline is not None and row.ratio is not None:
-            cells += [f"{row.baseline.median_ms:.3f}", f"{row.baseline.p90_ms:.3f}", f"{row.ratio:.3f}"]
-        table.add_row(*cells, str(row.model.runs))
+            cells += [f"{row.baseline.median_ms:.3f}", _pm(row.baseline.half_width), f"{row.ratio:.3f}",
+                      _pm(row.ratio_half_width)]
+        host = ["?" if share is None else f"{100 * share:.{digits}f} %" for share, digits in ((row.others, 0), (row.steal, 1))]
+        verdict = row.verdict if row.verdict == "stable" else f"[bold red]{row.verdict}[/]"
+        table.add_row(*cells, str(row.model.runs), f"{row.seconds:.1f}", *host, verdict)
     return table
 
 
@@ -88,16 +110,23 @@ def _profile_table(result: BenchResult) -> Table:
 def run(args: argparse.Namespace) -> int:
     """Time the model (and baseline) and print (and optionally save) the results."""
     batches = parse_batches(args.batch)
+    protocol = Protocol(runs=args.runs, warmup=args.warmup, min_time=args.min_time, max_time=args.max_time,
+                        tolerance=args.tolerance)
     runtime = runtime_from(args)
     with progress_bar("timing batch sizes") as advance:
         result = pipeline.bench_model(args.model, runtime=runtime, baseline=args.baseline, batches=batches,
-                                      warmup=args.warmup, runs=args.runs, seed=args.seed,
+                                      protocol=protocol, seed=args.seed,
                                       profile_top=args.profile, on_row=advance)
     console = Console()
+    if not console.is_terminal:  # a log file: no terminal width to fit, keep each row on one line
+        console = Console(width=160)
     console.print(_table(result, args.baseline is not None))
     console.print(_footer(result), highlight=False)
     if result.profile is not None:
         console.print(_profile_table(result))
+    warning = noise_warning(result)
+    if warning is not None:
+        print(f"onnxprune: warning: {warning}", file=sys.stderr)
     if args.json is not None:
         write_json_atomic(args.json, {"command": "bench", "model": str(args.model),
                                       "baseline": None if args.baseline is None else str(args.baseline),

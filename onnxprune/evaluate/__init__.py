@@ -9,6 +9,7 @@ from onnxprune.evaluate.latency import BenchResult, bench
 from onnxprune.evaluate.preprocess import PRESETS, Preprocess, make_preprocess
 from onnxprune.evaluate.runtime import RunInfo, Runtime, Session
 from onnxprune.evaluate.scoring import EvalResult, evaluate
+from onnxprune.evaluate.stability import Protocol
 
-__all__ = ["PRESETS", "BenchResult", "DataSpec", "EvalResult", "Preprocess", "RunInfo", "Runtime",
+__all__ = ["PRESETS", "BenchResult", "DataSpec", "EvalResult", "Preprocess", "Protocol", "RunInfo", "Runtime",
            "Session", "bench", "evaluate", "make_preprocess", "open_data"]

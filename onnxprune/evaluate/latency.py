@@ -5,21 +5,19 @@ Contract:
     threads), inputs with static non-batch dims.
     guarantees: model and baseline are timed in the same process on the same random inputs,
     interleaved A,B,B,A,... so that drift in machine load hits both equally; each figure is the
-    median (and p90) of ``runs`` single ``run`` calls measured with ``perf_counter_ns``. Nothing
-    here asserts speed; the numbers are reported as they are.
+    median (and p90) of single ``run`` calls measured with ``perf_counter_ns``, taken in blocks
+    for at least ``min_time`` seconds and ``runs`` runs and then until the medians settle (see
+    :mod:`onnxprune.evaluate.stability`); a row that did not settle by ``max_time`` says
+    ``unstable`` instead of passing a noisy number off as a measurement. Nothing here asserts
+    speed; the numbers are reported as they are, with what else used the host's CPUs.
 """
 
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import os
-import resource
-import sys
-import tempfile
 import time
-from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,47 +26,78 @@ from typing import Any
 import numpy as np
 
 from onnxprune.errors import DataError, UnsupportedInput
-from onnxprune.evaluate.runtime import ModelSource, RunInfo, Runtime, Session, TensorSpec
+from onnxprune.evaluate.footprint import OpTime, profile_ops, rss_bytes
+from onnxprune.evaluate.runtime import ModelSource, RunInfo, Runtime, Session, TensorSpec, available_cpus
+from onnxprune.evaluate.stability import (Protocol, block_size, busy_reason, cpu_times, decide, host_use,
+                                          median_interval)
 
 logger = logging.getLogger(__name__)
+
+PROC_STAT = Path("/proc/stat")
 
 
 @dataclass(frozen=True)
 class Timing:
-    """Latency of ``runs`` single runs at one batch size, in milliseconds."""
+    """Latency of ``runs`` single runs at one batch size, in milliseconds.
+
+    Attributes:
+        runs: Timed runs.
+        median_ms: Median of all runs.
+        p90_ms: 90th percentile.
+        mean_ms: Mean.
+        min_ms: Fastest run.
+        ci_low_ms: Lower bound of the 95 % interval of the median (from block medians).
+        ci_high_ms: Upper bound of that interval.
+        half_width: Half the interval's width relative to the median (0.02: +-2 %).
+    """
 
     runs: int
     median_ms: float
     p90_ms: float
     mean_ms: float
     min_ms: float
+    ci_low_ms: float | None = None
+    ci_high_ms: float | None = None
+    half_width: float | None = None
 
 
 @dataclass(frozen=True)
 class LatencyRow:
-    """One batch size: the model, the baseline and their ratio.
+    """One batch size: the model, the baseline, their ratio and whether the figures settled.
 
     Attributes:
         batch: Batch size.
         model: Timing of the model.
         baseline: Timing of the baseline (``None`` without one).
         ratio: Model median / baseline median (below 1: the model is faster).
+        ratio_low: Lower bound of the 95 % interval of the ratio (from per-block ratios).
+        ratio_high: Upper bound of that interval.
+        ratio_half_width: Half its width relative to the median block ratio.
+        verdict: ``stable`` when every median's interval is within the protocol's tolerance
+            and other work took less than :data:`~onnxprune.evaluate.stability.BUSY` of the
+            host's CPU time, else ``unstable``.
+        reason: Why a row is unstable (``None`` when stable).
+        seconds: Seconds of timed runs (all sessions).
+        blocks: Blocks timed.
+        block_runs: Runs of each session per block.
+        steal: Share of the host's CPU time stolen by the hypervisor meanwhile (``None``: unknown).
+        others: Share of the host's CPU time used by other processes meanwhile (``None``: unknown).
     """
 
     batch: int
     model: Timing
     baseline: Timing | None
     ratio: float | None
-
-
-@dataclass(frozen=True)
-class OpTime:
-    """Total kernel time of one op type over the profiled runs."""
-
-    op_type: str
-    total_ms: float
-    share: float
-    calls: int
+    ratio_low: float | None = None
+    ratio_high: float | None = None
+    ratio_half_width: float | None = None
+    verdict: str = "stable"
+    reason: str | None = None
+    seconds: float = 0.0
+    blocks: int = 0
+    block_runs: int = 0
+    steal: float | None = None
+    others: float | None = None
 
 
 def random_feeds(inputs: Sequence[TensorSpec], batch: int, rng: np.random.Generator, *,
@@ -102,17 +131,14 @@ def random_feeds(inputs: Sequence[TensorSpec], batch: int, rng: np.random.Genera
     return feeds
 
 
-def timing(samples_ns: Sequence[int]) -> Timing:
-    """Summarize run times in nanoseconds."""
+def timing(samples_ns: Sequence[int], block_medians_ns: Sequence[float] = ()) -> Timing:
+    """Summarize run times in nanoseconds; with block medians, add the interval of the median."""
     ms = np.asarray(samples_ns, dtype=np.float64) / 1e6
+    interval = median_interval([m / 1e6 for m in block_medians_ns]) if block_medians_ns else None
     return Timing(runs=len(ms), median_ms=float(np.median(ms)), p90_ms=float(np.percentile(ms, 90)),
-                  mean_ms=float(ms.mean()), min_ms=float(ms.min()))
-
-
-def _timed(session: Session, feeds: Mapping[str, np.ndarray]) -> int:
-    start = time.perf_counter_ns()
-    session.run_raw(feeds)
-    return time.perf_counter_ns() - start
+                  mean_ms=float(ms.mean()), min_ms=float(ms.min()),
+                  ci_low_ms=interval.low if interval else None, ci_high_ms=interval.high if interval else None,
+                  half_width=interval.half_width if interval else None)
 
 
 def _check_batch(session: Session, batch: int) -> None:
@@ -125,58 +151,105 @@ def _same_interface(a: Session, b: Session) -> bool:
     return [(i.name, i.shape[1:], i.dtype) for i in a.inputs] == [(i.name, i.shape[1:], i.dtype) for i in b.inputs]
 
 
-def measure(model: Session, baseline: Session | None, batch: int, *, warmup: int, runs: int,
-            rng: np.random.Generator) -> LatencyRow:
-    """Time ``model`` (and ``baseline``, alternating) at one batch size.
+Pair = tuple[Session, Mapping[str, np.ndarray]]
+
+
+def _pilot(pairs: Sequence[Pair], warmup: int, clock: Callable[[], int]) -> float:
+    """Untimed warm-up (at least one run of each session); returns the median time of one round."""
+    rounds: list[int] = []
+    for _ in range(max(warmup, 1)):
+        start = clock()
+        for session, feeds in pairs:
+            session.run_raw(feeds)
+        rounds.append(clock() - start)
+    return float(np.median(rounds))
+
+
+def _timed_blocks(pairs: Sequence[Pair], size: int, protocol: Protocol,
+                  clock: Callable[[], int]) -> tuple[list[list[int]], list[list[float]], str, int]:
+    """Blocks of ``size`` interleaved runs (A,B then B,A) until :func:`decide` stops.
+
+    Returns:
+        Per session its run times and block medians (ns), the verdict and the timed nanoseconds.
+    """
+    times: list[list[int]] = [[] for _ in pairs]
+    medians: list[list[float]] = [[] for _ in pairs]
+    begin, done = clock(), 0
+    while True:
+        for _ in range(size):
+            order = range(len(pairs)) if done % 2 == 0 else reversed(range(len(pairs)))
+            for k in order:
+                session, feeds = pairs[k]
+                start = clock()
+                session.run_raw(feeds)
+                times[k].append(clock() - start)
+            done += 1
+        for k in range(len(pairs)):
+            medians[k].append(float(np.median(times[k][-size:])))
+        elapsed = clock() - begin
+        decision = decide(medians, done, elapsed / 1e9, protocol)
+        if decision.stop and decision.verdict is not None:
+            return times, medians, decision.verdict, elapsed
+
+
+def measure(model: Session, baseline: Session | None, batch: int, *, protocol: Protocol,
+            rng: np.random.Generator, clock: Callable[[], int] = time.perf_counter_ns,
+            stat: Path = PROC_STAT) -> LatencyRow:
+    """Time ``model`` (and ``baseline``, alternating) at one batch size until the figures settle.
+
+    Runs are taken in blocks, each holding ``block_runs`` runs of every session interleaved
+    A,B,B,A,...; timing goes on for ``protocol.min_time`` seconds per session and
+    ``protocol.runs`` runs, and then until every median's 95 % interval (from the block medians)
+    is within ``protocol.tolerance``, or ``protocol.max_time`` seconds per session have passed
+    (verdict ``unstable``).
 
     Args:
         model: The session to time.
         baseline: The session to compare with; fed the same inputs when the interfaces match.
         batch: Batch size; must equal a model's fixed batch if it has one.
-        warmup: Untimed runs of each session first.
-        runs: Timed runs of each session.
+        protocol: Run counts, times and tolerance.
         rng: Source of the random inputs.
+        clock: Nanosecond clock (tests pass a fake one).
+        stat: The host's CPU counters, for steal and other processes (a missing file: unknown).
 
     Raises:
-        DataError: ``runs`` below 1 or a batch size a fixed-batch model cannot take.
+        DataError: a batch size a fixed-batch model cannot take.
     """
-    if runs < 1 or warmup < 0:
-        raise DataError(f"--runs {runs} / --warmup {warmup}: give at least one timed run and no negative warm-up")
     for session in (model, baseline):
         if session is not None:
             _check_batch(session, batch)
     feeds = random_feeds(model.inputs, batch, rng)
-    base_feeds = None
+    pairs: list[Pair] = [(model, feeds)]
     if baseline is not None:
-        base_feeds = feeds if _same_interface(model, baseline) else random_feeds(baseline.inputs, batch, rng)
-    pairs = [(model, feeds)] + ([(baseline, base_feeds)] if baseline is not None and base_feeds is not None else [])
-    for _ in range(warmup):
-        for session, f in pairs:
-            session.run_raw(f)
-    times: list[list[int]] = [[] for _ in pairs]
+        pairs.append((baseline, feeds if _same_interface(model, baseline) else random_feeds(baseline.inputs, batch, rng)))
     gc_was_enabled = gc.isenabled()
     gc.disable()
+    cpu_before = cpu_times(stat)
     try:
-        for i in range(runs):
-            order = range(len(pairs)) if i % 2 == 0 else reversed(range(len(pairs)))
-            for k in order:
-                times[k].append(_timed(*pairs[k]))
+        size = block_size(_pilot(pairs, protocol.warmup, clock), protocol, len(pairs))
+        times, medians, verdict, elapsed = _timed_blocks(pairs, size, protocol, clock)
     finally:
         if gc_was_enabled:
             gc.enable()
-    model_t = timing(times[0])
-    base_t = timing(times[1]) if len(times) > 1 else None
-    ratio = model_t.median_ms / base_t.median_ms if base_t and base_t.median_ms > 0 else None
-    return LatencyRow(batch=batch, model=model_t, baseline=base_t, ratio=ratio)
-
-
-def rss_bytes() -> int:
-    """Resident memory of this process now (Linux ``/proc``; else the peak so far)."""
-    statm = Path("/proc/self/statm")
-    if statm.is_file():
-        return int(statm.read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)
+    use = host_use(cpu_before, cpu_times(stat))
+    reasons = [busy_reason(use)]
+    if verdict != "stable":
+        widest = max(float(median_interval(m).half_width) for m in medians)
+        reasons.insert(0, f"medians within +-{100 * widest:.1f} %, not +-{100 * protocol.tolerance:g} %, "
+                          f"after {elapsed / 1e9:.0f} s")
+    reason = "; ".join(r for r in reasons if r) or None
+    model_t = timing(times[0], medians[0])
+    base_t = timing(times[1], medians[1]) if len(pairs) > 1 else None
+    ratio = ratio_ci = None
+    if base_t is not None and base_t.median_ms > 0:
+        ratio = model_t.median_ms / base_t.median_ms
+        ratio_ci = median_interval([m / b for m, b in zip(medians[0], medians[1]) if b > 0] or [ratio])
+    return LatencyRow(batch=batch, model=model_t, baseline=base_t, ratio=ratio,
+                      ratio_low=ratio_ci.low if ratio_ci else None, ratio_high=ratio_ci.high if ratio_ci else None,
+                      ratio_half_width=ratio_ci.half_width if ratio_ci else None,
+                      verdict="stable" if reason is None else "unstable", reason=reason,
+                      seconds=elapsed / 1e9, blocks=len(medians[0]), block_runs=size,
+                      steal=use.steal if use else None, others=use.others if use else None)
 
 
 def session_memory(runtime: Runtime, model: ModelSource, batch: int,
@@ -200,32 +273,6 @@ def session_memory(runtime: Runtime, model: ModelSource, batch: int,
     return session, max(rss_bytes() - before, 0) / 2**20
 
 
-def profile_ops(runtime: Runtime, model: ModelSource, feeds: Mapping[str, np.ndarray], *, runs: int,
-                top: int) -> tuple[OpTime, ...]:
-    """Profile ``runs`` runs in a separate session and return the ``top`` op types by kernel time.
-
-    The profiling session is not the timed one (profiling slows every kernel); its trace file
-    is written to a temporary folder and removed.
-    """
-    totals: dict[str, float] = defaultdict(float)
-    calls: dict[str, int] = defaultdict(int)
-    with tempfile.TemporaryDirectory(prefix="onnxprune-profile-") as tmp:
-        session = runtime.create(model, profile_prefix=str(Path(tmp) / "ort"))
-        for _ in range(runs + 1):
-            session.run_raw(feeds)
-        trace = Path(session.inner.end_profiling())
-        events: list[dict[str, Any]] = json.loads(trace.read_text())
-    for event in events:
-        args = event.get("args") or {}
-        if event.get("cat") == "Node" and str(event.get("name", "")).endswith("_kernel_time"):
-            op = str(args.get("op_name", "?"))
-            totals[op] += float(event.get("dur", 0)) / 1000.0
-            calls[op] += 1
-    whole = sum(totals.values()) or 1.0
-    ranked = sorted(totals.items(), key=lambda kv: kv[1], reverse=True)[:top]
-    return tuple(OpTime(op, ms, ms / whole, calls[op]) for op, ms in ranked)
-
-
 @dataclass(frozen=True)
 class BenchResult:
     """Latency of a model (and its baseline) at several batch sizes, with memory and profile.
@@ -235,27 +282,48 @@ class BenchResult:
         memory_mb: RSS growth from creating the model's session and running it at the largest batch.
         baseline_memory_mb: The same for the baseline.
         profile: Top op types by kernel time (``None`` unless profiling was asked for).
-        warmup: Warm-up runs per session and batch size.
+        protocol: Run counts, times and tolerance used.
         run: Where it ran.
         load_average: The host's 1-minute load average before and after timing (``None`` where the
             OS does not report it): other work on the machine shifts every latency figure.
+        steal: Share of the host's CPU time stolen by the hypervisor while timing (``None``: unknown).
+        others: Share of the host's CPU time used by other processes while timing (``None``: unknown).
+        cpus: CPUs of the host (to read the load average against).
     """
 
     rows: tuple[LatencyRow, ...]
     memory_mb: float
     baseline_memory_mb: float | None
     profile: tuple[OpTime, ...] | None
-    warmup: int
+    protocol: Protocol
     run: RunInfo
     load_average: tuple[float, float] | None = None
+    steal: float | None = None
+    others: float | None = None
+    cpus: int = 1
+
+    @property
+    def unstable(self) -> tuple[int, ...]:
+        """Batch sizes whose figures did not settle."""
+        return tuple(row.batch for row in self.rows if row.verdict != "stable")
 
     def as_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready dict."""
-        return asdict(self)
+        """Return a JSON-ready dict (with ``unstable`` and ``warning``)."""
+        return {**asdict(self), "unstable": list(self.unstable), "warning": noise_warning(self)}
+
+
+def noise_warning(result: BenchResult) -> str | None:
+    """One line naming the unstable rows, why, and what to do; ``None`` when every row is stable."""
+    if not result.unstable:
+        return None
+    why = "; ".join(f"batch {row.batch}: {row.reason}" for row in result.rows if row.verdict != "stable")
+    load = f" (load average {result.load_average[0]:.1f} on {result.cpus} CPUs)" if result.load_average else ""
+    return (f"unstable latency, the host was noisy{load}: {why}; rerun on a quiet host, or try --threads 1 "
+            "or a longer --max-time")
 
 
 def bench(runtime: Runtime, model: ModelSource, baseline: ModelSource | None, batches: Sequence[int], *,
-          warmup: int, runs: int, rng: np.random.Generator, profile_top: int | None = None,
+          protocol: Protocol, rng: np.random.Generator, profile_top: int | None = None,
           on_row: Callable[[int, int | None], None] | None = None) -> BenchResult:
     """Measure ``model`` against ``baseline`` at each batch size, alternating runs.
 
@@ -264,8 +332,7 @@ def bench(runtime: Runtime, model: ModelSource, baseline: ModelSource | None, ba
         model: The model to time.
         baseline: The reference model, or ``None``.
         batches: Batch sizes.
-        warmup: Warm-up runs per session and batch size.
-        runs: Timed runs per session and batch size.
+        protocol: Run counts, times and tolerance (see :func:`measure`).
         rng: Source of the random inputs.
         profile_top: Profile the model and keep this many op types (``None``: no profiling).
         on_row: Called with ``(1, number of batch sizes)`` after each batch size (progress display).
@@ -281,19 +348,22 @@ def bench(runtime: Runtime, model: ModelSource, baseline: ModelSource | None, ba
     base_session, base_memory = None, None
     if baseline is not None:
         base_session, base_memory = session_memory(runtime, baseline, largest, rng)
+    cpu_before = cpu_times(PROC_STAT)
     rows = []
     for batch in batches:
-        rows.append(measure(session, base_session, batch, warmup=warmup, runs=runs, rng=rng))
+        rows.append(measure(session, base_session, batch, protocol=protocol, rng=rng))
         if on_row is not None:
             on_row(1, len(batches))
+    use = host_use(cpu_before, cpu_times(PROC_STAT))
     profile = None
     if profile_top is not None:
         profile = profile_ops(runtime, model, random_feeds(session.inputs, largest, rng),
-                              runs=max(runs // 4, 3), top=profile_top)
+                              runs=max(protocol.runs // 4, 3), top=profile_top)
     load_after = _load_average()
     load = (load_before, load_after) if load_before is not None and load_after is not None else None
     return BenchResult(rows=tuple(rows), memory_mb=memory, baseline_memory_mb=base_memory, profile=profile,
-                       warmup=warmup, run=session.info, load_average=load)
+                       protocol=protocol, run=session.info, load_average=load,
+                       steal=use.steal if use else None, others=use.others if use else None, cpus=available_cpus())
 
 
 def _load_average() -> float | None:

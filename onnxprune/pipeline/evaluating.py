@@ -10,7 +10,7 @@ import numpy as np
 
 from onnxprune.analyze import cost as analyze_cost
 from onnxprune.errors import OnnxPruneError
-from onnxprune.evaluate import BenchResult, DataSpec, EvalResult, Runtime, bench, evaluate, open_data
+from onnxprune.evaluate import BenchResult, DataSpec, EvalResult, Protocol, Runtime, bench, evaluate, open_data
 from onnxprune.evaluate.cost import CostReport, disk_bytes
 from onnxprune.load import load
 
@@ -37,11 +37,16 @@ def evaluate_model(model: str | os.PathLike[str], data: DataSpec, *, runtime: Ru
 
 
 def bench_model(model: str | os.PathLike[str], *, runtime: Runtime, baseline: str | os.PathLike[str] | None = None,
-                batches: Sequence[int] = (1,), warmup: int = 10, runs: int = 50, seed: int = 0,
-                profile_top: int | None = None,
+                batches: Sequence[int] = (1,), warmup: int = 10, runs: int = 20, protocol: Protocol | None = None,
+                seed: int = 0, profile_top: int | None = None,
                 on_row: Callable[[int, int | None], None] | None = None) -> BenchResult:
-    """Time ``model`` against ``baseline`` in this process, alternating runs (see ``evaluate.latency``)."""
-    return bench(runtime, model, baseline, batches, warmup=warmup, runs=runs,
+    """Time ``model`` against ``baseline`` in this process, alternating runs (see ``evaluate.latency``).
+
+    ``protocol`` sets run counts, times and tolerance; without it, :class:`Protocol` defaults
+    with ``warmup`` and ``runs``.
+    """
+    protocol = protocol if protocol is not None else Protocol(runs=runs, warmup=warmup)
+    return bench(runtime, model, baseline, batches, protocol=protocol,
                  rng=np.random.default_rng(seed), profile_top=profile_top, on_row=on_row)
 
 
