@@ -237,7 +237,7 @@ def measure(model: Session, baseline: Session | None, batch: int, *, protocol: P
         widest = max(float(median_interval(m).half_width) for m in medians)
         reasons.insert(0, f"medians within +-{100 * widest:.1f} %, not +-{100 * protocol.tolerance:g} %, "
                           f"after {elapsed / 1e9:.0f} s")
-    reason = "; ".join(r for r in reasons if r) or None
+    reason = " and ".join(r for r in reasons if r) or None
     model_t = timing(times[0], medians[0])
     base_t = timing(times[1], medians[1]) if len(pairs) > 1 else None
     ratio = ratio_ci = None
@@ -314,12 +314,14 @@ class BenchResult:
 
 def noise_warning(result: BenchResult) -> str | None:
     """One line naming the unstable rows, why, and what to do; ``None`` when every row is stable."""
-    if not result.unstable:
+    noisy = [row for row in result.rows if row.verdict != "stable"]
+    if not noisy:
         return None
-    why = "; ".join(f"batch {row.batch}: {row.reason}" for row in result.rows if row.verdict != "stable")
+    why = "; ".join(f"batch {row.batch}: {row.reason}" for row in noisy)
     load = f" (load average {result.load_average[0]:.1f} on {result.cpus} CPUs)" if result.load_average else ""
-    return (f"unstable latency, the host was noisy{load}: {why}; rerun on a quiet host, or try --threads 1 "
-            "or a longer --max-time")
+    busy = any("CPU time" in (row.reason or "") for row in noisy)
+    advice = "rerun when the host is quiet" if busy else "rerun, or try --threads 1 or a longer --max-time"
+    return f"unstable latency, the host was noisy{load}: {why}; {advice}"
 
 
 def bench(runtime: Runtime, model: ModelSource, baseline: ModelSource | None, batches: Sequence[int], *,
