@@ -108,7 +108,8 @@ def main() -> int:
                "threads": args.threads, "update_ms_trained": 1e3 * trained, "update_ms_fixed": 1e3 * fixed,
                "added_ms_per_update": 1e3 * (trained - fixed),
                "added_s_per_episode": groups * (trained - fixed), "acting_s_per_episode": acting,
-               "rounds_ms_trained": [1e3 * r for r in rounds[True]], "rounds_ms_fixed": [1e3 * r for r in rounds[False]]}
+               "rounds_ms_trained": [1e3 * r for r in rounds[True]],
+               "rounds_ms_fixed": [1e3 * r for r in rounds[False]]}
     table = Table(title=f"AGMC encoder training cost, resnet{args.depth} ({groups} groups, {args.threads} thread)")
     for column in ("", "ms / update", "s / episode (x groups)"):
         table.add_column(column, justify="right")

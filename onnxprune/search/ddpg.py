@@ -3,8 +3,8 @@
 Read top to bottom:
 
 1. :class:`DDPGConfig` - every hyper-parameter, with the paper's value as default.
-2. :class:`ReplayBuffer`, :func:`soft_update`, :func:`noise_sigma`, :func:`truncated_normal` -
-   the small pieces the unit tests pin down with numbers.
+2. :class:`~onnxprune.search.replay.ReplayBuffer`, :func:`soft_update`, :func:`noise_sigma`,
+   :func:`truncated_normal` - the small pieces the unit tests pin down with numbers.
 3. :class:`DDPGAgent` - actor ``mu(s)`` and critic ``Q(s, a)`` (two hidden layers of 300 units),
    target copies, the update ``(y - Q(s, a))^2`` with ``y = r - b + gamma Q'(s', mu'(s'))``
    (``b``: moving average of the batch rewards) and the policy loss ``-Q(s, mu(s))``.
@@ -40,6 +40,7 @@ from onnxprune.errors import PlanError
 from onnxprune.search.threads import torch_threads
 from onnxprune.search.baselines import OnEpisode, SearchState
 from onnxprune.search.ddpg_policy import DDPGPolicy
+from onnxprune.search.replay import ReplayBuffer
 from onnxprune.search.env import CompressionEnv
 from onnxprune.search.states import StateBuilder
 
@@ -86,72 +87,6 @@ class DDPGConfig:
     torch_threads: int = 1
     train_encoder: bool = True
     encoder_lr: float = 1e-4
-
-
-class ReplayBuffer:
-    """Fixed-capacity ring buffer of ``(s, a, r, s', done)`` transitions (numpy arrays).
-
-    With ``memo_dim > 0`` each transition also keeps the memos of ``s`` and ``s'`` (see
-    :class:`~onnxprune.search.states.StateBuilder`), from which a trained encoder rebuilds them;
-    with ``state_dim = 0`` the state vectors themselves are not kept (they would be stale).
-    """
-
-    def __init__(self, capacity: int, state_dim: int, memo_dim: int = 0) -> None:
-        """Allocate ``capacity`` rows of states of size ``state_dim`` (and memos of ``memo_dim``)."""
-        self.capacity, self.size, self.pos, self.memo_dim = capacity, 0, 0, memo_dim
-        self.states = np.zeros((capacity, state_dim), np.float32)
-        self.actions = np.zeros(capacity, np.float32)
-        self.rewards = np.zeros(capacity, np.float32)
-        self.next_states = np.zeros((capacity, state_dim), np.float32)
-        self.dones = np.zeros(capacity, np.float32)
-        self.memos = np.zeros((capacity, memo_dim), np.float32)
-        self.next_memos = np.zeros((capacity, memo_dim), np.float32)
-
-    def add(self, state: np.ndarray, action: float, reward: float, next_state: np.ndarray, done: bool,
-            memo: np.ndarray | None = None, next_memo: np.ndarray | None = None) -> None:
-        """Store one transition (memos ignored without ``memo_dim``), overwriting the oldest when full."""
-        i = self.pos
-        self.actions[i], self.rewards[i], self.dones[i] = action, reward, float(done)
-        if self.states.shape[1]:
-            self.states[i], self.next_states[i] = state, next_state
-        if self.memo_dim:
-            if memo is None or next_memo is None:
-                raise ValueError("this buffer stores memos: pass memo and next_memo")
-            self.memos[i], self.next_memos[i] = memo, next_memo
-        self.pos = (self.pos + 1) % self.capacity
-        self.size = min(self.size + 1, self.capacity)
-
-    def draw(self, batch: int, rng: np.random.Generator) -> np.ndarray:
-        """Indices of ``batch`` distinct stored transitions."""
-        return rng.choice(self.size, size=batch, replace=False)
-
-    def take(self, idx: np.ndarray) -> tuple[Tensor, ...]:
-        """Transitions ``idx`` as tensors ``(s, a, r, s', done)``."""
-        return tuple(torch.from_numpy(a[idx]) for a in (self.states, self.actions, self.rewards,
-                                                         self.next_states, self.dones))
-
-    def take_memos(self, idx: np.ndarray) -> tuple[Tensor, Tensor]:
-        """Memos of ``s`` and ``s'`` of transitions ``idx``."""
-        return torch.from_numpy(self.memos[idx]), torch.from_numpy(self.next_memos[idx])
-
-    def sample(self, batch: int, rng: np.random.Generator) -> tuple[Tensor, ...]:
-        """``batch`` distinct stored transitions as tensors ``(s, a, r, s', done)``."""
-        return self.take(self.draw(batch, rng))
-
-    def _names(self) -> tuple[str, ...]:
-        memos = ("memos", "next_memos") if self.memo_dim else ()
-        return ("states", "actions", "rewards", "next_states", "dones", *memos)
-
-    def arrays(self) -> dict[str, Any]:
-        """Contents, for a checkpoint."""
-        saved: dict[str, Any] = {name: torch.from_numpy(getattr(self, name).copy()) for name in self._names()}
-        return {**saved, "size": self.size, "pos": self.pos}
-
-    def load_arrays(self, saved: dict[str, Any]) -> None:
-        """Inverse of :meth:`arrays`."""
-        for name in self._names():
-            getattr(self, name)[...] = saved[name].numpy()
-        self.size, self.pos = int(saved["size"]), int(saved["pos"])
 
 
 @torch.no_grad()
@@ -359,7 +294,8 @@ class DDPGAgent:
                 fallback = "net" if name == "net_target" else None
                 module.load_state_dict(nets[name] if name in nets else nets[str(fallback)])
         except (KeyError, RuntimeError) as exc:
-            raise PlanError(f"{source} does not fit this agent ({exc}); pass a policy trained with the same "
+            reason = next(iter(str(exc).splitlines()), type(exc).__name__)
+            raise PlanError(f"{source} does not fit this agent ({reason}); pass a policy trained with the same "
                             "network sizes") from exc
 
 

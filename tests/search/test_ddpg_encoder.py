@@ -205,6 +205,9 @@ def test_wrong_kind_or_foreign_policy_is_refused(space: SearchSpace, tmp_path: P
     with pytest.raises(PlanError, match=r"trained by --agent amc, not agmc") as err:
         run_ddpg(_env(space), "agmc", 1, seed=0, output=tmp_path / "o.onnx", config=SMALL, policy=amc_file)
     assert "\n" not in str(err.value)
+    with pytest.raises(PlanError, match="does not fit this agent") as err:  # hidden 32 vs the default 300
+        run_ddpg(_env(space), "amc", 1, seed=0, output=tmp_path / "o.onnx", config=DDPGConfig(), policy=amc_file)
+    assert "\n" not in str(err.value)
     foreign = tmp_path / "gnnrl.agent.pt"
     torch.save({"format": "gnnrl-agent-1", "policy": {}}, foreign)
     with pytest.raises(PlanError, match="not an onnxprune DDPG agent") as err:
