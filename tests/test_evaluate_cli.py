@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from evaluate_models import bare_logits, cifar_preprocessed, raw_images, tiny_classifier
 
-from onnxprune.cli import main
+from onnxprune.cli import build_parser, main
+from onnxprune.commands.bench import protocol_from
 
 
 @pytest.fixture
@@ -76,6 +77,15 @@ def test_bench_json_rows(tmp_path: Path, model: Path) -> None:
         assert {"half_width", "ratio_half_width", "steal", "others"} <= set(row) | set(row["model"])
     assert report["unstable"] == [row["batch"] for row in report["rows"] if row["verdict"] == "unstable"]
     assert "warning" in report and "steal" in report and "others" in report
+
+
+def test_bench_max_time_defaults_to_at_least_min_time(tmp_path: Path, model: Path) -> None:
+    out = tmp_path / "bench.json"
+    assert main(["bench", str(model), "--min-time", "0.01", "--runs", "6", "--tolerance", "0.9", "--threads", "1",
+                 "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["protocol"]["max_time"] == 10.0
+    long = protocol_from(build_parser().parse_args(["bench", "m.onnx", "--min-time", "12"]))
+    assert (long.min_time, long.max_time) == (12.0, 12.0)  # not a refusal of --min-time 12
 
 
 @pytest.mark.parametrize(("flags", "needle"), [(["--min-time", "-1"], "--min-time -1.0"),

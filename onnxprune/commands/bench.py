@@ -20,6 +20,9 @@ from onnxprune.io import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
+#: Default --max-time (seconds per model and batch size).
+MAX_TIME = 10.0
+
 
 def register(subparsers: Any) -> None:
     """Add the ``bench`` subcommand."""
@@ -37,9 +40,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--warmup", type=int, default=10, metavar="N", help="warm-up runs (default 10)")
     parser.add_argument("--min-time", type=float, default=2.0, metavar="S",
                         help="at least S seconds of timed runs per model and batch size (default 2)")
-    parser.add_argument("--max-time", type=float, default=10.0, metavar="S",
+    parser.add_argument("--max-time", type=float, default=None, metavar="S",
                         help="extend a noisy measurement up to S seconds per model, then report it "
-                             "unstable (default 10)")
+                             "unstable (default 10, or --min-time if longer)")
     parser.add_argument("--tolerance", type=float, default=0.02, metavar="F",
                         help="stable when the 95 %% interval of each median is within F of it (default 0.02)")
     parser.add_argument("--profile", type=int, nargs="?", const=10, default=None, metavar="TOP",
@@ -62,6 +65,17 @@ def parse_batches(text: str) -> tuple[int, ...]:
     if not batches or min(batches) < 1:
         raise DataError(f"--batch {text}: give positive batch sizes, e.g. --batch 1,64")
     return batches
+
+
+def protocol_from(args: argparse.Namespace) -> Protocol:
+    """The timing protocol the flags ask for (``--max-time`` defaults to 10 s, or ``--min-time`` if longer).
+
+    Raises:
+        DataError: a flag out of range.
+    """
+    max_time = args.max_time if args.max_time is not None else max(MAX_TIME, args.min_time)
+    return Protocol(runs=args.runs, warmup=args.warmup, min_time=args.min_time, max_time=max_time,
+                    tolerance=args.tolerance)
 
 
 def _footer(result: BenchResult) -> str:
@@ -110,8 +124,7 @@ def _profile_table(result: BenchResult) -> Table:
 def run(args: argparse.Namespace) -> int:
     """Time the model (and baseline) and print (and optionally save) the results."""
     batches = parse_batches(args.batch)
-    protocol = Protocol(runs=args.runs, warmup=args.warmup, min_time=args.min_time, max_time=args.max_time,
-                        tolerance=args.tolerance)
+    protocol = protocol_from(args)
     runtime = runtime_from(args)
     with progress_bar("timing batch sizes") as advance:
         result = pipeline.bench_model(args.model, runtime=runtime, baseline=args.baseline, batches=batches,

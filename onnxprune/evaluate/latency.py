@@ -28,7 +28,7 @@ import numpy as np
 from onnxprune.errors import DataError, UnsupportedInput
 from onnxprune.evaluate.footprint import OpTime, profile_ops, rss_bytes
 from onnxprune.evaluate.runtime import ModelSource, RunInfo, Runtime, Session, TensorSpec, available_cpus
-from onnxprune.evaluate.stability import (Protocol, block_size, busy_reason, cpu_times, decide, host_use,
+from onnxprune.evaluate.stability import (HostUse, Protocol, block_size, busy_reason, cpu_times, decide, host_use,
                                           median_interval)
 
 logger = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ Pair = tuple[Session, Mapping[str, np.ndarray]]
 
 
 def _pilot(pairs: Sequence[Pair], warmup: int, clock: Callable[[], int]) -> float:
-    """Untimed warm-up (at least one run of each session); returns the median time of one round."""
+    """Warm-up, not recorded (at least one run of each session); returns the median time of one round."""
     rounds: list[int] = []
     for _ in range(max(warmup, 1)):
         start = clock()
@@ -190,6 +190,20 @@ def _timed_blocks(pairs: Sequence[Pair], size: int, protocol: Protocol,
         decision = decide(medians, done, elapsed / 1e9, protocol)
         if decision.stop and decision.verdict is not None:
             return times, medians, decision.verdict, elapsed
+
+
+def _unstable_reason(verdict: str, medians: Sequence[Sequence[float]], elapsed_ns: int, protocol: Protocol,
+                     use: HostUse | None) -> str | None:
+    """Why a row is unstable: medians that did not settle, a busy host, or both; ``None`` if stable."""
+    reasons = []
+    if verdict != "stable":
+        widest = max(median_interval(m).half_width for m in medians)
+        reasons.append(f"medians within +-{100 * widest:.1f} %, not +-{100 * protocol.tolerance:g} %, "
+                       f"after {elapsed_ns / 1e9:.0f} s")
+    busy = busy_reason(use)
+    if busy is not None:
+        reasons.append(busy)
+    return " and ".join(reasons) or None
 
 
 def measure(model: Session, baseline: Session | None, batch: int, *, protocol: Protocol,
@@ -232,12 +246,7 @@ def measure(model: Session, baseline: Session | None, batch: int, *, protocol: P
         if gc_was_enabled:
             gc.enable()
     use = host_use(cpu_before, cpu_times(stat))
-    reasons = [busy_reason(use)]
-    if verdict != "stable":
-        widest = max(float(median_interval(m).half_width) for m in medians)
-        reasons.insert(0, f"medians within +-{100 * widest:.1f} %, not +-{100 * protocol.tolerance:g} %, "
-                          f"after {elapsed / 1e9:.0f} s")
-    reason = " and ".join(r for r in reasons if r) or None
+    reason = _unstable_reason(verdict, medians, elapsed, protocol, use)
     model_t = timing(times[0], medians[0])
     base_t = timing(times[1], medians[1]) if len(pairs) > 1 else None
     ratio = ratio_ci = None
