@@ -159,6 +159,14 @@ def test_drift_that_hits_both_models_leaves_the_ratio_settled() -> None:
 
 def test_a_settled_figure_on_a_busy_host_is_unstable(tmp_path: Path) -> None:
     quick = Protocol(runs=5, warmup=0, min_time=0.0, max_time=0.0)
+    def drifting(i: int) -> int:
+        return int((1.0 if (i // 10) % 2 == 0 else 1.3) * MS)
+
+    busy_drift, _ = _run(Protocol(runs=5, warmup=0, min_time=0.1, max_time=1.0), drifting,
+                         host=FakeHost(tmp_path / "stat0", others=0.5))
+    assert busy_drift.verdict == "unstable" and busy_drift.seconds < 0.1 + 10 * 1.3e-3  # stopped at min_time
+    assert busy_drift.reason is not None and busy_drift.reason.startswith("medians within")
+    assert busy_drift.reason.endswith(" and other processes used 50 % of the CPU time")
     busy, _ = _run(quick, _constant(1.0), host=FakeHost(tmp_path / "stat", others=0.5))
     assert busy.model.half_width == 0.0 and busy.verdict == "unstable"
     assert busy.others == pytest.approx(0.5, abs=0.01) and busy.steal == 0.0
@@ -184,6 +192,14 @@ def test_median_interval_uses_binomial_order_statistics(n: int, k: int, coverage
     assert interval.half_width == pytest.approx((n - 2 * k + 1) / 2 / float(np.median(values)))
 
 
+def test_median_interval_of_thousands_of_blocks_matches_the_normal_approximation() -> None:
+    n = 5000
+    interval = median_interval(list(np.arange(float(n))))
+    k = int(interval.low) + 1  # values 0..n-1: x(k) = k - 1
+    assert abs(k - (n / 2 - 1.96 * np.sqrt(n) / 2)) < 2 and interval.high == n - k
+    assert 0.95 <= interval.coverage < 0.952
+
+
 def test_too_few_blocks_never_count_as_stable() -> None:
     five = median_interval([1.0] * 5)
     assert five.half_width == 0.0 and five.coverage == pytest.approx(1 - 2 / 32) and not five.within(0.5)
@@ -203,6 +219,8 @@ def test_decide_waits_for_runs_and_blocks_even_past_max_time() -> None:
     assert decide(noisy, 100, 2.0, protocol).verdict == "unstable"
     assert not decide([*noisy, *quiet], 100, 3.9, protocol).stop  # two sessions: the times count double
     assert decide([*noisy, *quiet], 100, 4.0, protocol).verdict == "unstable"
+    assert not decide(noisy, 100, 0.9, protocol, busy=True).stop
+    assert decide(noisy, 100, 1.0, protocol, busy=True).verdict == "unstable"  # a busy host: no extension
 
 
 def test_block_size_fills_min_time_with_the_target_number_of_blocks() -> None:

@@ -165,9 +165,11 @@ def _pilot(pairs: Sequence[Pair], warmup: int, clock: Callable[[], int]) -> floa
     return float(np.median(rounds))
 
 
-def _timed_blocks(pairs: Sequence[Pair], size: int, protocol: Protocol,
-                  clock: Callable[[], int]) -> tuple[list[list[int]], list[list[float]], str, int]:
+def _timed_blocks(pairs: Sequence[Pair], size: int, protocol: Protocol, clock: Callable[[], int],
+                  host: Callable[[], HostUse | None]) -> tuple[list[list[int]], list[list[float]], str, int]:
     """Blocks of ``size`` interleaved runs (A,B then B,A) until :func:`decide` stops.
+
+    ``host`` reports what else used the CPUs since timing began (read between blocks).
 
     Returns:
         Per session its run times and block medians (ns), the verdict and the timed nanoseconds.
@@ -187,7 +189,7 @@ def _timed_blocks(pairs: Sequence[Pair], size: int, protocol: Protocol,
         for k in range(len(pairs)):
             medians[k].append(float(np.median(times[k][-size:])))
         elapsed = clock() - begin
-        decision = decide(medians, done, elapsed / 1e9, protocol)
+        decision = decide(medians, done, elapsed / 1e9, protocol, busy=busy_reason(host()) is not None)
         if decision.stop and decision.verdict is not None:
             return times, medians, decision.verdict, elapsed
 
@@ -215,7 +217,8 @@ def measure(model: Session, baseline: Session | None, batch: int, *, protocol: P
     A,B,B,A,...; timing goes on for ``protocol.min_time`` seconds per session and
     ``protocol.runs`` runs, and then until every median's 95 % interval (from the block medians)
     is within ``protocol.tolerance``, or ``protocol.max_time`` seconds per session have passed
-    (verdict ``unstable``).
+    (verdict ``unstable``); on a busy host (see :func:`~onnxprune.evaluate.stability.busy_reason`)
+    it stops at ``min_time`` and says ``unstable``.
 
     Args:
         model: The session to time.
@@ -241,7 +244,8 @@ def measure(model: Session, baseline: Session | None, batch: int, *, protocol: P
     cpu_before = cpu_times(stat)
     try:
         size = block_size(_pilot(pairs, protocol.warmup, clock), protocol, len(pairs))
-        times, medians, verdict, elapsed = _timed_blocks(pairs, size, protocol, clock)
+        times, medians, verdict, elapsed = _timed_blocks(pairs, size, protocol, clock,
+                                                         lambda: host_use(cpu_before, cpu_times(stat)))
     finally:
         if gc_was_enabled:
             gc.enable()

@@ -40,7 +40,8 @@ CONFIDENCE = 0.95
 MIN_BLOCKS = 6
 #: Other processes (or the hypervisor) taking this share of the host's CPU time while timing make
 #: a figure unstable however well it settled: it holds only for that load, which the next run
-#: will not see (ResNet-56, 2 vCPUs, others at 25-60 %: settled medians of 3 runs differed 13-50 %).
+#: will not see (ResNet-56 on 2 vCPUs, other processes at 25-60 % of the CPU time: medians of 3
+#: bench runs differed by 13-59 %, although single runs' intervals were within +-1 %).
 BUSY = 0.10
 
 
@@ -56,7 +57,8 @@ class Protocol:
         max_time: Extend an unstable measurement up to this many seconds per session, then
             stop and report it as unstable.
         tolerance: Stable when the 95 % interval of each median is within this fraction of it
-            (half-width / median); 0.02 keeps two stable runs within about 5 % of each other.
+            (half-width / median); with 0.02, two runs whose intervals hold the true median
+            differ by at most about 4 %.
         blocks: Blocks the runs of ``min_time`` are split into (the unit of the stability estimate).
 
     Raises:
@@ -110,9 +112,20 @@ class Interval:
         return self.coverage >= CONFIDENCE and self.half_width <= tolerance
 
 
-def _binom_cdf_half(n: int, k: int) -> float:
-    """P(Binomial(n, 1/2) <= k)."""
-    return sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
+def _order_statistic(n: int, confidence: float) -> tuple[int, float]:
+    """The largest ``k`` whose interval ``[x(k), x(n-k+1)]`` covers the median with ``confidence``, and its coverage.
+
+    Coverage of ``k`` is ``1 - 2 P(B <= k-1)`` with ``B ~ Binomial(n, 1/2)``; the cumulative
+    counts are exact integers (no overflow for thousands of blocks).
+    """
+    total, term, below = 1 << n, 1, 1  # term = C(n, k-1), below = sum of C(n, i) for i < k
+    k = 1
+    while k + 1 <= (n + 1) // 2:
+        nxt = term * (n - k + 1) // k  # C(n, k)
+        if 1 - 2 * (below + nxt) / total < confidence:
+            break
+        k, term, below = k + 1, nxt, below + nxt
+    return k, (1 - 2 * below / total) if n > 1 else 0.0
 
 
 def median_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
@@ -130,10 +143,7 @@ def median_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> 
         raise ValueError("median_interval needs at least one value")
     ordered = np.sort(np.asarray(values, dtype=np.float64))
     n = len(ordered)
-    k = 1
-    while k + 1 <= (n + 1) // 2 and 1 - 2 * _binom_cdf_half(n, k) >= confidence:
-        k += 1
-    coverage = 1 - 2 * _binom_cdf_half(n, k - 1) if n > 1 else 0.0
+    k, coverage = _order_statistic(n, confidence)
     low, high = float(ordered[k - 1]), float(ordered[n - k])
     centre = float(np.median(ordered))
     half = (high - low) / (2 * centre) if centre > 0 else math.inf
@@ -162,19 +172,21 @@ class Decision:
 
 
 def decide(block_medians: Sequence[Sequence[float]], runs_done: int, elapsed_s: float,
-           protocol: Protocol) -> Decision:
+           protocol: Protocol, *, busy: bool = False) -> Decision:
     """The stopping rule, applied after each block.
 
     Never before ``runs`` runs and :data:`MIN_BLOCKS` blocks (the fewest that give a 95 %
     interval); then *stable* as soon as ``min_time`` seconds per session have passed and every
     session's interval is within ``tolerance``, or *unstable* once ``max_time`` seconds per
-    session have passed without that.
+    session have passed without that, or as soon as ``min_time`` has passed on a ``busy`` host
+    (waiting does not make a busy host's figures repeatable).
 
     Args:
         block_medians: Per session, the medians of its blocks so far.
         runs_done: Timed runs of each session so far.
         elapsed_s: Seconds of timed runs so far (all sessions together).
         protocol: The protocol.
+        busy: Other work took :data:`BUSY` or more of the host's CPU time so far.
 
     Returns:
         ``stop=False`` to time another block; otherwise the verdict ``"stable"`` or ``"unstable"``.
@@ -185,7 +197,7 @@ def decide(block_medians: Sequence[Sequence[float]], runs_done: int, elapsed_s: 
     stable = all(median_interval(medians).within(protocol.tolerance) for medians in block_medians)
     if stable and elapsed_s >= protocol.min_time * sessions:
         return Decision(stop=True, verdict="stable")
-    if elapsed_s >= protocol.max_time * sessions:
+    if elapsed_s >= protocol.max_time * sessions or (busy and elapsed_s >= protocol.min_time * sessions):
         return Decision(stop=True, verdict="stable" if stable else "unstable")
     return Decision(stop=False)
 
