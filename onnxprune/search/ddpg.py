@@ -284,15 +284,17 @@ class DDPGAgent:
                           networks=networks)
 
     def load_policy(self, policy: DDPGPolicy, source: str) -> None:
-        """Start from ``policy``'s networks (optimizers and replay stay fresh; a fixed-encoder policy
-        initializes the target encoder from its encoder)."""
+        """Start from ``policy``'s networks; optimizers and replay stay fresh.
+
+        A policy whose encoder was not trained has no ``net_target``: the target starts as its ``net``.
+        """
         nets = policy.networks
         try:
             for name, module in self._modules().items():
                 if name.endswith("_opt"):
                     continue
-                fallback = "net" if name == "net_target" else None
-                module.load_state_dict(nets[name] if name in nets else nets[str(fallback)])
+                key = "net" if name == "net_target" and name not in nets else name
+                module.load_state_dict(nets[key])
         except (KeyError, RuntimeError) as exc:
             reason = next(iter(str(exc).splitlines()), type(exc).__name__)
             raise PlanError(f"{source} does not fit this agent ({reason}); pass a policy trained with the same "
