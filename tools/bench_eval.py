@@ -177,7 +177,8 @@ def _repeatability_rows(table: Table, rep: dict[str, Any]) -> None:
             table.add_row(f"bench batch {b}: {name} largest difference", f"{100 * diff:.1f} %", "<= 5 %",
                           "yes" if diff <= 0.05 else "NO")
         table.add_row(f"bench batch {b}: verdicts stable", f"{stable} of {n}", "", "")
-        host = " / ".join("?" if o is None else f"{100 * o:.0f}%+{100 * s:.1f}%" for o, s in zip(row["others"], row["steal"]))
+        host = " / ".join("?" if o is None else f"{100 * o:.0f}%+{100 * s:.1f}%"
+                          for o, s in zip(row["others"], row["steal"]))
         table.add_row(f"bench batch {b}: other processes + steal", host, "", "")
     for i, load in enumerate(rep["load_average"]):
         if load:

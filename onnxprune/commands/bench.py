@@ -106,7 +106,8 @@ def _table(result: BenchResult, has_baseline: bool) -> Table:
         if has_baseline and row.baseline is not None and row.ratio is not None:
             cells += [f"{row.baseline.median_ms:.3f}", _pm(row.baseline.half_width), f"{row.ratio:.3f}",
                       _pm(row.ratio_half_width)]
-        host = ["?" if share is None else f"{100 * share:.{digits}f} %" for share, digits in ((row.others, 0), (row.steal, 1))]
+        host = ["?" if share is None else f"{100 * share:.{digits}f} %"
+                for share, digits in ((row.others, 0), (row.steal, 1))]
         verdict = row.verdict if row.verdict == "stable" else f"[bold red]{row.verdict}[/]"
         table.add_row(*cells, str(row.model.runs), f"{row.seconds:.1f}", *host, verdict)
     return table

@@ -238,7 +238,8 @@ def measure(model: Session, baseline: Session | None, batch: int, *, protocol: P
     feeds = random_feeds(model.inputs, batch, rng)
     pairs: list[Pair] = [(model, feeds)]
     if baseline is not None:
-        pairs.append((baseline, feeds if _same_interface(model, baseline) else random_feeds(baseline.inputs, batch, rng)))
+        same = _same_interface(model, baseline)
+        pairs.append((baseline, feeds if same else random_feeds(baseline.inputs, batch, rng)))
     gc_was_enabled = gc.isenabled()
     gc.disable()
     cpu_before = cpu_times(stat)
