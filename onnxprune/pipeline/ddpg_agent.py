@@ -2,8 +2,11 @@
 
 At the end of a search the agent's networks (:class:`~onnxprune.search.ddpg_policy.DDPGPolicy`)
 are written to ``<output>.agent.pt``; ``--policy`` starts another run from such a file (topology
-transfer: both states have a size that does not depend on the model). The resumable state of
-an interrupted run lives in ``<output>.search.json`` as for the other agents.
+transfer: both states have a size that does not depend on the model). With ``--policy``,
+``compress`` skips the random warm-up (0 episodes unless ``--warmup`` is given): the transferred
+actor acts from the first episode, with the exploration noise starting at ``init_delta`` and
+decaying as usual. The resumable state of an interrupted run lives in ``<output>.search.json``
+as for the other agents (a resumed run continues its own agent, not the policy file).
 """
 
 from __future__ import annotations
