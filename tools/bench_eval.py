@@ -15,7 +15,7 @@ Uses ../shared (pretrained ResNet-56, CIFAR-10 test set) when present, else rand
 random images of the same shape. Prints a table and writes JSON (default build/bench_eval.json).
 
 Usage: python tools/bench_eval.py [--rounds 10] [--round-images 2000] [--images 10000] [--threads 2]
-       [--bench-runs 100] [--bench-batch 1,64] [--bench-threads N] [--min-time 2] [--max-time 10]
+       [--bench-runs 20] [--bench-batch 1,64] [--bench-threads N] [--min-time 2] [--max-time 10]
        [--no-spin] [--repeats 3] [--skip-throughput] [--json PATH]
 """
 
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--round-images", type=int, default=2000, help="images per round")
     parser.add_argument("--images", type=int, default=10000)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--bench-runs", type=int, default=100, help="bench --runs")
+    parser.add_argument("--bench-runs", type=int, default=20, help="bench --runs (a floor; --min-time rules)")
     parser.add_argument("--bench-batch", default="1,64", help="bench --batch")
     parser.add_argument("--bench-threads", type=int, default=None, help="bench --threads (default: --threads)")
     parser.add_argument("--min-time", type=float, default=2.0, help="bench --min-time")
