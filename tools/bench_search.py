@@ -162,10 +162,11 @@ def main() -> int:
     parser.add_argument("--episodes", default="20:60,56:30", help="depth:episodes pairs (random and the agents)")
     parser.add_argument("--agents", default=",".join(AGENTS))
     parser.add_argument("--target", type=float, default=0.5, help="fraction of MACs removed")
-    parser.add_argument("--val-size", type=int, default=1000, help="train images scoring the reward (<= 5000)")
-    parser.add_argument("--calib-size", type=int, default=1000, help="train images for the final reconstruction")
-    parser.add_argument("--candidate-images", type=int, default=0,
-                        help="also reconstruct every candidate on this many images before scoring (0: final only)")
+    parser.add_argument("--val-size", type=int, default=5000, help="train images scoring the reward")
+    parser.add_argument("--calib-size", type=int, default=2000,
+                        help="train images (apart from the reward's) for the final reconstruction")
+    parser.add_argument("--candidate-images", type=int, default=128,
+                        help="reconstruct every candidate on this many of them before scoring (0: final only)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--bench-batch", type=int, default=32)

@@ -112,6 +112,12 @@ def repair_pruned(analysis: Analysis, plan: Plan, pruned: onnx.ModelProto, feeds
                   np.random.default_rng(seed), mode=mode, options=options)
 
 
+CANDIDATE_ROWS = 6144
+"""Sampled output positions each layer of a candidate is fitted on (at least): few calibration
+images get more positions each. ResNet-56, uniform 50 % MACs, 128 images: 10 positions per image
+(1,280 rows) score 71.5 % on the reward images, 48 (6,144 rows) 82.6 %, 64 83.0 %."""
+
+
 @dataclasses.dataclass(frozen=True)
 class RepairSettings:
     """How ``compress`` repairs candidates.
@@ -147,11 +153,14 @@ def repairing_apply(analysis: Analysis, source: str | os.PathLike[str], repair: 
     subset = dataclasses.replace(repair.calib, val_split=min(repair.candidate_images,
                                                              repair.calib.val_split or repair.candidate_images))
     feeds = calibration_feeds(source, subset, threads=repair.options.threads)
+    images = max(len(next(iter(feeds.values()))), 1) if feeds else 1
+    options = dataclasses.replace(repair.options, samples_per_image=max(
+        repair.options.samples_per_image, -(-CANDIDATE_ROWS // images)))
 
     def apply(plan: Plan) -> onnx.ModelProto:
         pruned = prune_model(analysis, plan)
         return repair_pruned(analysis, plan, pruned, feeds, mode=repair.mode, seed=repair.calib.seed,
-                             options=repair.options)[0]
+                             options=options)[0]
 
     return apply
 
