@@ -94,7 +94,8 @@ def summary(before: dict[str, Any], after: dict[str, Any] | None, bench: dict[st
     run_info = bench["run"]
     table = Table(title="digits CNN: before / after",
                   caption=f"latency: {run_info['provider']}, {run_info['cpu']}, {run_info['threads']} threads, "
-                          f"median of {bench['runs']} runs alternating original and compressed")
+                          f"medians of at least {bench['protocol']['runs']} runs and "
+                          f"{bench['protocol']['min_time']:g} s per model, alternating original and compressed")
     for name in ("", "original", "compressed", "after / before"):
         table.add_column(name, justify="right" if name else "left")
     top1 = before["accuracy"]["top1"]
@@ -111,7 +112,8 @@ def summary(before: dict[str, Any], after: dict[str, Any] | None, bench: dict[st
         else:
             table.add_row(label, f"{old:,}", f"{after['cost'][key]:,}", _ratio(old, after["cost"][key]))
     for row in bench["rows"]:
-        label = f"latency, batch {row['batch']} (ms)"
+        noisy = "" if row.get("verdict", "stable") == "stable" else ", unstable: noisy host"
+        label = f"latency, batch {row['batch']} (ms{noisy})"
         if row["baseline"] is None:
             table.add_row(label, f"{row['model']['median_ms']:.3f}", "-", "-")
         else:
