@@ -26,7 +26,7 @@ from google.protobuf.message import DecodeError
 from onnx import version_converter
 
 from onnxprune.errors import InvalidModel, RuntimeUnavailable, UnsupportedInput
-from onnxprune.large import PROTOBUF_LIMIT, attach, check_model, detach, is_large, transform
+from onnxprune.large import PROTOBUF_LIMIT, attach, attach_into, check_model, detach, is_large, transform
 
 logger = logging.getLogger(__name__)
 
@@ -277,6 +277,13 @@ def normalize(model: onnx.ModelProto, *, name: str = "model",
     Above ``proto_limit`` all of it runs on the skeleton and the large tensors are attached
     to the result once, at the end.
     """
+    return _normalize(model, name=name, input_shapes=input_shapes, source=source, proto_limit=proto_limit,
+                      owned=False)
+
+
+def _normalize(model: onnx.ModelProto, *, name: str, input_shapes: Mapping[str, Sequence[int]] | None,
+               source: Path | None, proto_limit: int, owned: bool) -> Model:
+    """:func:`normalize`; with ``owned``, a large ``model`` becomes the result (its tensors are not copied)."""
     detached = detach(model) if is_large(model, proto_limit) else None
     if detached is not None:
         logger.info("%s is above %d bytes: normalizing its skeleton (%d large tensors detached)",
@@ -297,7 +304,7 @@ def normalize(model: onnx.ModelProto, *, name: str = "model",
     shapes, dtypes = infer_shapes(_fixed_copy(work, input_shapes or {},
                                               frozenset(detached.weights) if detached else frozenset()))
     if detached is not None:
-        work = attach(work, detached.weights)
+        work = attach_into(work, model, detached.weights) if owned else attach(work, detached.weights)
     return Model(proto=work, shapes=shapes, dtypes=dtypes, source=source, original_opset=original_opset,
                  proto_limit=proto_limit)
 
@@ -347,5 +354,5 @@ def load(path: str | os.PathLike[str], *, input_shapes: Mapping[str, Sequence[in
     file = Path(path)
     proto = _read_proto(file)
     _load_external(proto, file)
-    return normalize(proto, name=file.name, input_shapes=input_shapes, source=file.resolve(),
-                     proto_limit=proto_limit)
+    return _normalize(proto, name=file.name, input_shapes=input_shapes, source=file.resolve(),
+                      proto_limit=proto_limit, owned=True)  # the file's proto: its tensors are reused

@@ -72,13 +72,13 @@ def weight_importance(analysis: Analysis, criterion: str = "l1") -> tuple[np.nda
     norm = CRITERIA[criterion]
     inits = {t.name: t for t in analysis.model.proto.graph.initializer}
     unit_score = np.zeros(analysis.unit_group.size, dtype=np.float64)
-    cache: dict[str, np.ndarray] = {}
+    name, weight = "", np.zeros(0)  # one weight at a time: float64 copies of all would double a large model
     for root in analysis.roots:
         if root.weight is None or root.weight not in inits:
             continue
-        if root.weight not in cache:
-            cache[root.weight] = numpy_helper.to_array(inits[root.weight]).astype(np.float64)
-        filters = np.moveaxis(cache[root.weight], root.weight_axis, 0)
+        if root.weight != name:
+            name, weight = root.weight, numpy_helper.to_array(inits[root.weight]).astype(np.float64)
+        filters = np.moveaxis(weight, root.weight_axis, 0)
         scores = norm(filters)
         if scores.size != root.size:  # grouped ConvTranspose: per-group output axis
             scores = np.tile(scores, root.size // max(scores.size, 1))[:root.size]

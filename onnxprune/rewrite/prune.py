@@ -12,6 +12,7 @@ Contract:
 
 from __future__ import annotations
 
+import gc
 import logging
 
 import numpy as np
@@ -27,6 +28,10 @@ from onnxprune.plan import Plan
 from onnxprune.rewrite.select import emit_select
 
 logger = logging.getLogger(__name__)
+
+#: Graph-surgeon tensors sit in reference cycles, so a replaced weight is freed only by the cycle
+#: collector: collect after slicing a weight at least this large (keeps one copy of a > 2 GiB model).
+_COLLECT_BYTES = 1 << 26
 
 
 def unit_mask(analysis: Analysis, plan: Plan) -> np.ndarray:
@@ -82,6 +87,9 @@ class _Editor:
             raise RuntimeError(f"internal: {e.node} input {e.index} axis {e.axis} has {value.shape[e.axis]} "
                                f"entries, mask of {e.mask_of} has {mask.size}")
         _set_const(node, e.index, np.compress(mask, value, axis=e.axis), "pruned")
+        if value.nbytes >= _COLLECT_BYTES:
+            del value
+            gc.collect()
 
     def shape_dims(self, e: SetShapeDims) -> None:
         if not any(self.changed(t) for _, t in e.dims):

@@ -22,7 +22,7 @@ from onnxprune.deploy.runner import random_feeds, run_ort
 from onnxprune.deploy.triton import TritonOptions
 from onnxprune.evaluate import DataSpec, Runtime
 from onnxprune.io import save_model
-from onnxprune.load import load, read
+from onnxprune.load import load, normalize, read
 from onnxprune.pipeline import compress_file, prune_file
 from onnxprune.pipeline.deploying import DeployOptions
 from onnxprune.rewrite.capture import make_session
@@ -65,6 +65,13 @@ def test_detach_attach_round_trip(net: onnx.ModelProto) -> None:
     assert large.is_large(net, LIMIT) and not large.is_large(net)
 
 
+def test_model_bytes_without_serializing(net: onnx.ModelProto, net_file: Path) -> None:
+    size = net.ByteSize()
+    assert abs(large.model_bytes(net) - size) < 0.05 * size
+    lazy = read(net_file, interface_only=True, proto_limit=LIMIT)  # external data left on disk
+    assert lazy.ByteSize() < size / 4 and abs(large.model_bytes(lazy) - size) < 0.05 * size
+
+
 def test_sessions_above_the_limit_equal_in_memory_ones(net: onnx.ModelProto) -> None:
     feeds = random_feeds(net, np.random.default_rng(1), batch=5)
     small = Runtime("cpu", 1).session(net).run(feeds)[0]
@@ -89,8 +96,11 @@ def test_save_streams_aligned_external_data(net: onnx.ModelProto, tmp_path: Path
     assert all(np.array_equal(numpy_helper.to_array(t), before[t.name]) for t in loaded.graph.initializer)
 
 
-def test_load_normalize_and_simplify_match_the_in_memory_path(net_file: Path) -> None:
-    small, forced = load(net_file), load(net_file, proto_limit=LIMIT)
+def test_load_normalize_and_simplify_match_the_in_memory_path(net: onnx.ModelProto, net_file: Path) -> None:
+    before = net.SerializeToString()
+    assert np.array_equal(_outputs(normalize(net, proto_limit=LIMIT).proto), _outputs(net))
+    assert net.SerializeToString() == before, "normalize leaves its input alone"
+    small, forced = load(net_file), load(net_file, proto_limit=LIMIT)  # load: tensors reused, not copied
     assert forced.proto_limit == LIMIT and dict(forced.shapes) == dict(small.shapes)
     assert dict(forced.dtypes) == dict(small.dtypes)
     assert np.array_equal(_outputs(forced.proto), _outputs(small.proto))
