@@ -27,7 +27,9 @@ from onnxprune.analyze.cost import Cost
 from onnxprune.analyze.importance import weight_importance
 from onnxprune.errors import DataError, OutputError, PlanError
 from onnxprune.evaluate import DataSpec, Runtime, evaluate, open_data
+from onnxprune.evaluate.cost import disk_bytes
 from onnxprune.io import save_model, write_json_atomic
+from onnxprune.large import PROTOBUF_LIMIT
 from onnxprune.load import load, normalize, read
 from onnxprune.pipeline.deploying import DeployOptions, check_deploy, export_repo, finish, run_metadata
 from onnxprune.pipeline.ddpg_agent import run_ddpg
@@ -183,7 +185,8 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
                   on_episode: OnEpisode | None = None, warmup: int | None = None,
                   policy: str | os.PathLike[str] | None = None, ppo: PPOConfig | None = None,
                   input_shapes: Mapping[str, Sequence[int]] | None = None,
-                  deploy: DeployOptions | None = None, repair: RepairSettings | None = None) -> CompressReport:
+                  deploy: DeployOptions | None = None, repair: RepairSettings | None = None,
+                  proto_limit: int = PROTOBUF_LIMIT) -> CompressReport:
     """Search per-group ratios meeting ``target`` and save the best pruned model to ``output``.
 
     The best candidate so far is always at ``output`` and the search state at
@@ -193,7 +196,8 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     opset, Triton repository written at the end; checked before the search). With ``repair``
     (calibration data), the best candidate is reconstructed (or bias-corrected) before saving, kept
     only if it scores at least as well on ``data``; ``repair.candidate_images`` also repairs every
-    candidate on that many calibration images before it is scored.
+    candidate on that many calibration images before it is scored. Models above ``proto_limit``
+    (protobuf's 2 GiB) go through every step in parts (:mod:`onnxprune.large`).
     """
     source, target_path = Path(path).resolve(), Path(output).resolve()
     if source == target_path:
@@ -205,10 +209,10 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
                         "or drop --policy")
     deploy = deploy or DeployOptions()
     repair = disjoint_calibration(repair, data)
-    original = read(source)
-    check_deploy(original, deploy, np.random.default_rng(seed))
+    original = read(source, interface_only=True, proto_limit=proto_limit)  # models above 2 GiB: in parts
+    check_deploy(original, deploy, np.random.default_rng(seed), proto_limit=proto_limit)
     started = time.perf_counter()
-    analysis = analyze(load(source, input_shapes=input_shapes))
+    analysis = analyze(load(source, input_shapes=input_shapes, proto_limit=proto_limit))
     latency = None
     if "latency" in (metric, reward):  # per-layer table measured on this runtime, cached beside the output
         latency = LatencyModel(analysis, measure_table(analysis, runtime or Runtime(device="cpu"), round_to=round_to,
@@ -217,7 +221,7 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
                               round_to=round_to, latency=latency)
     accuracy_before, score = None, None
     if data is not None:
-        accuracy_before, score = _scorer(source, data, runtime or Runtime(device="cpu"))
+        accuracy_before, score = _scorer(source, data, runtime or Runtime(device="cpu", proto_limit=proto_limit))
     else:
         agent = "uniform"
     env = CompressionEnv(space, target=target, metric=metric, apply=repairing_apply(analysis, source, repair),
@@ -239,7 +243,7 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
 
     def record(episode: Episode, new_state: SearchState, candidate: onnx.ModelProto, best: bool) -> None:
         if best:
-            save_model(candidate, target_path)
+            save_model(candidate, target_path, proto_limit=proto_limit)
         write_json_atomic(checkpoint, {"config": config, "state": new_state.to_json()})
         if on_episode is not None:
             on_episode(episode, new_state, candidate, best)
@@ -262,9 +266,9 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     accuracy = f"{100.0 * fixed.accuracy:.2f}" if fixed.accuracy is not None else None
     final = finish(original, chosen, deploy, run_metadata(
         "compress", best.plan, target=target, metric=metric, agent=agent, criterion=criterion, accuracy=accuracy),
-        np.random.default_rng(seed))
-    saved = save_model(final, target_path)
-    triton_dir = export_repo(final, deploy)
+        np.random.default_rng(seed), proto_limit=proto_limit)
+    saved = save_model(final, target_path, proto_limit=proto_limit)
+    triton_dir = export_repo(final, deploy, proto_limit=proto_limit)
     checkpoint.unlink(missing_ok=True)
     latency_ms = (space.measure(space.sizes, "latency"), space.measure(best.keeps, "latency")) if latency else None
     widths = tuple(GroupWidth(id=gid, before=size, after=keep)
@@ -273,8 +277,8 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
                           episodes=state.next_episode, data_free=data is None,
                           before=analyze_cost.model_cost(analysis.model),
                           after=analyze_cost.model_cost(normalize(onnx.load(saved), name=saved.name,
-                                                                  input_shapes=input_shapes)),
-                          bytes_before=source.stat().st_size, bytes_after=saved.stat().st_size,
+                                                                  input_shapes=input_shapes, proto_limit=proto_limit)),
+                          bytes_before=disk_bytes(source), bytes_after=disk_bytes(saved),
                           accuracy_before=accuracy_before,
                           accuracy_after=100.0 * fixed.accuracy if fixed.accuracy is not None else None,
                           accuracy_unrepaired=100.0 * best.accuracy if repair and best.accuracy is not None else None,
