@@ -7,8 +7,9 @@ Contract:
     interleaved A,B,B,A,... so that drift in machine load hits both equally; each figure is the
     median (and p90) of single ``run`` calls measured with ``perf_counter_ns``, taken in blocks
     for at least ``min_time`` seconds and ``runs`` runs and then until the medians settle (see
-    :mod:`onnxprune.evaluate.stability`); a row that did not settle by ``max_time`` says
-    ``unstable`` instead of passing a noisy number off as a measurement. Nothing here asserts
+    :mod:`onnxprune.evaluate.stability`); a row that did not settle by ``max_time``, or that
+    ran while other work took a tenth or more of the host's CPU time, says ``unstable`` (with
+    the reason) instead of passing a noisy number off as a measurement. Nothing here asserts
     speed; the numbers are reported as they are, with what else used the host's CPUs.
 """
 
@@ -318,7 +319,7 @@ class BenchResult:
 
     @property
     def unstable(self) -> tuple[int, ...]:
-        """Batch sizes whose figures did not settle."""
+        """Batch sizes whose rows are ``unstable``."""
         return tuple(row.batch for row in self.rows if row.verdict != "stable")
 
     def as_dict(self) -> dict[str, Any]:
