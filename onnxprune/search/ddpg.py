@@ -67,7 +67,9 @@ class DDPGConfig:
         torch_threads: Torch intra-op threads while the search runs (restored after). The networks
             are small: on a busy 2-core machine 2 threads made 12 updates take 3.7 s instead of 0.35 s.
         train_encoder: Train a state builder's encoder-decoder (``agmc``) through the critic's loss;
-            False keeps it a fixed seeded random network. About 9 ms more per update on ResNet-56.
+            False keeps it a fixed seeded random network. On ResNet-56 (30 groups) training adds about
+            10-15 ms per update, 0.3-0.45 s per episode, on the busy 2-core machine
+            (``tools/bench_agmc_encoder.py``).
         encoder_lr: Adam learning rate of the encoder-decoder (a tenth of the critic's, so the
             actor's inputs move slowly).
     """
