@@ -5,6 +5,9 @@ The file holds the actor, the critic, their targets and, for ``agmc``, the encod
 dict. Both DDPG states have a size that does not depend on the model (AMC: 11 features; AGMC:
 decoder state + embedding), so a policy trained on one model can act on another (topology
 transfer). Optimizers and the replay buffer are not kept: they belong to the old model's run.
+For ``agmc`` the encoder's ``scale`` buffer (the per-column normalization of ``p_t``, fixed at
+the start of the source run) travels with its weights, so the same local structure gives the
+same state on the new model.
 """
 
 from __future__ import annotations
