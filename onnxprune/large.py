@@ -13,23 +13,24 @@ Contract:
     requires: an ``onnx.ModelProto`` whose large tensors are initializers or ``Constant`` nodes
     of the main graph (tensors inside subgraphs stay in the skeleton).
     guarantees: below ``proto_limit`` every helper calls ONNX / ONNX Runtime directly, on the
-    model as it is. Above it the model's tensor data is never serialized and never copied
-    more than once at a time: :func:`transform` runs a graph transformation on the skeleton
-    and re-attaches the untouched tensors (those the result still reads; ``Constant`` nodes
-    come back as initializers); :func:`check_model` and :func:`skeleton` check or inspect
-    the skeleton; :func:`ort_session` gives ONNX Runtime the tensors as arrays through
+    model as it is (:func:`transform` also uses the skeleton above :data:`SKELETON_MIN_BYTES`,
+    with the same result, to save memory). Above it the model's tensor data is never
+    serialized and never copied more than once at a time: :func:`transform` runs a graph
+    transformation on the skeleton and re-attaches the untouched tensors (those the result
+    still reads; ``Constant`` nodes come back as initializers); tensors that constant folding
+    reads stay in the skeleton when they fit (:func:`detach_for_folding`), so folding is
+    exact; :func:`check_model` and :func:`skeleton` check or inspect the skeleton;
+    :func:`ort_session` gives ONNX Runtime the tensors as arrays through
     ``SessionOptions.add_external_initializers``; :func:`write_external` streams them to one
-    data file. No helper modifies its input.
+    data file. No helper modifies its input (:func:`attach_into` consumes one, by contract).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -44,6 +45,9 @@ logger = logging.getLogger(__name__)
 PROTOBUF_LIMIT = 2**31 - 1
 #: Tensors of at least this many bytes leave the skeleton (and go to the external data file).
 DETACH_MIN_BYTES = 1024
+#: Above this size the load stage normalizes a model on its skeleton, also below ``proto_limit``:
+#: exact (tensors that folding reads stay), and 2 copies of the model instead of ~9 at its peak.
+SKELETON_MIN_BYTES = 64 << 20
 #: Offsets of tensors in an external data file are multiples of this (page size: ORT can map them).
 DATA_ALIGNMENT = 4096
 #: The location ONNX Runtime sees for tensors it receives as arrays (never opened).
@@ -136,8 +140,25 @@ class Detached:
     weights: Mapping[str, TensorProto]
 
 
-def detach(model: onnx.ModelProto, min_bytes: int = DETACH_MIN_BYTES) -> Detached:
-    """Split ``model`` into a skeleton and its tensors of at least ``min_bytes`` (see :class:`Detached`)."""
+def _folding_inputs(graph: onnx.GraphProto) -> set[str]:
+    """Constants read by nodes whose inputs are all constant: the nodes constant folding computes."""
+    constants = {t.name for t in graph.initializer} | {n.output[0] for n in graph.node if _constant_tensor(n)}
+    found: set[str] = set()
+    for node in graph.node:
+        names = [n for n in node.input if n]
+        if names and all(n in constants for n in names):
+            found.update(names)
+    return found
+
+
+def detach(model: onnx.ModelProto, min_bytes: int = DETACH_MIN_BYTES, *, keep_foldable: bool = False) -> Detached:
+    """Split ``model`` into a skeleton and its tensors of at least ``min_bytes`` (see :class:`Detached`).
+
+    With ``keep_foldable``, tensors read by a node whose inputs are all constant (a Transpose or
+    DequantizeLinear of a weight) stay in the skeleton, so constant folding on the skeleton
+    folds exactly what it folds on the whole model.
+    """
+    keep = _folding_inputs(model.graph) if keep_foldable else set()
     skeleton = onnx.ModelProto()
     _copy_fields(model, skeleton, frozenset({"graph"}))
     graph = skeleton.graph
@@ -145,12 +166,12 @@ def detach(model: onnx.ModelProto, min_bytes: int = DETACH_MIN_BYTES) -> Detache
     weights: dict[str, TensorProto] = {}
     for node in model.graph.node:
         value = _constant_tensor(node)
-        if value is not None and tensor_nbytes(value) >= min_bytes:
+        if value is not None and tensor_nbytes(value) >= min_bytes and node.output[0] not in keep:
             weights[node.output[0]] = value
         else:
             graph.node.add().CopyFrom(node)
     for tensor in model.graph.initializer:
-        if tensor_nbytes(tensor) >= min_bytes:
+        if tensor_nbytes(tensor) >= min_bytes and tensor.name not in keep:
             weights[tensor.name] = tensor
         else:
             graph.initializer.add().CopyFrom(tensor)
@@ -233,6 +254,21 @@ def attach_into(skeleton: onnx.ModelProto, donor: onnx.ModelProto, weights: Mapp
     return donor
 
 
+def detach_for_folding(model: onnx.ModelProto, proto_limit: int = PROTOBUF_LIMIT) -> Detached:
+    """A skeleton on which graph-surgeon folding gives what it gives on ``model``, when it fits.
+
+    Tensors read by all-constant nodes stay in it (:func:`detach` with ``keep_foldable``) unless
+    that skeleton is itself above ``proto_limit``: then every large tensor is detached and the
+    constants computed from them are not folded (logged).
+    """
+    detached = detach(model, keep_foldable=True)
+    if not is_large(detached.skeleton, proto_limit):
+        return detached
+    logger.warning("the tensors that constant folding reads exceed %d bytes: folding without them "
+                   "(e.g. a Transpose of a weight stays in the graph)", proto_limit)
+    return detach(model)
+
+
 def skeleton(model: onnx.ModelProto, proto_limit: int = PROTOBUF_LIMIT) -> onnx.ModelProto:
     """``model`` itself when small, else its skeleton: for read-only inspection (types, shapes, ops)."""
     return detach(model).skeleton if is_large(model, proto_limit) else model
@@ -240,13 +276,14 @@ def skeleton(model: onnx.ModelProto, proto_limit: int = PROTOBUF_LIMIT) -> onnx.
 
 def transform(model: onnx.ModelProto, fn: Callable[[onnx.ModelProto], onnx.ModelProto], *,
               proto_limit: int = PROTOBUF_LIMIT, what: str = "transform") -> onnx.ModelProto:
-    """``fn(model)``; above ``proto_limit``, ``fn`` runs on the skeleton and the tensors are re-attached.
+    """``fn(model)``; above ``proto_limit`` (or :data:`SKELETON_MIN_BYTES`, to save memory) ``fn``
+    runs on the skeleton of :func:`detach_for_folding` and the tensors are re-attached.
 
     ``fn`` must not modify its argument's tensors in place; it may add, remove or rename nodes.
     """
-    if not is_large(model, proto_limit):
+    if model_bytes(model) <= min(proto_limit, SKELETON_MIN_BYTES):
         return fn(model)
-    detached = detach(model)
+    detached = detach_for_folding(model, proto_limit)
     logger.debug("%s on the skeleton of a large model (%d tensors detached)", what, len(detached.weights))
     return attach(fn(detached.skeleton), detached.weights)
 

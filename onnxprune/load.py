@@ -8,9 +8,11 @@ Contract:
     original graph inputs/outputs (symbolic dims stay symbolic). ``Model.shapes`` holds the
     inferred shape of every tensor, with symbolic dims fixed to the user's ``input_shapes``
     or, for a symbolic batch, to 1 (costs are stated at batch 1).
-    The input file is never opened for writing. Models above ``proto_limit`` (protobuf's 2 GiB)
-    are checked, upgraded, folded and shape-inferred on their skeleton (:mod:`onnxprune.large`):
-    constants computed only from their large tensors (e.g. a Transpose of a weight) stay unfolded.
+    The input file is never opened for writing. Models above ``proto_limit`` (protobuf's 2 GiB),
+    and to save memory models above :data:`onnxprune.large.SKELETON_MIN_BYTES`, are checked,
+    upgraded, folded and shape-inferred on their skeleton (:mod:`onnxprune.large`), with the
+    same result (only when the tensors that folding reads exceed ``proto_limit`` are they
+    left unfolded, logged).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from google.protobuf.message import DecodeError
 from onnx import version_converter
 
 from onnxprune.errors import InvalidModel, RuntimeUnavailable, UnsupportedInput
-from onnxprune.large import PROTOBUF_LIMIT, attach, attach_into, check_model, detach, is_large, transform
+from onnxprune.large import (PROTOBUF_LIMIT, SKELETON_MIN_BYTES, attach, attach_into, check_model, detach_for_folding,
+                             is_large, model_bytes, transform)
 
 logger = logging.getLogger(__name__)
 
@@ -284,10 +287,11 @@ def normalize(model: onnx.ModelProto, *, name: str = "model",
 def _normalize(model: onnx.ModelProto, *, name: str, input_shapes: Mapping[str, Sequence[int]] | None,
                source: Path | None, proto_limit: int, owned: bool) -> Model:
     """:func:`normalize`; with ``owned``, a large ``model`` becomes the result (its tensors are not copied)."""
-    detached = detach(model) if is_large(model, proto_limit) else None
+    size = model_bytes(model)
+    detached = detach_for_folding(model, proto_limit) if size > min(proto_limit, SKELETON_MIN_BYTES) else None
     if detached is not None:
-        logger.info("%s is above %d bytes: normalizing its skeleton (%d large tensors detached)",
-                    name, proto_limit, len(detached.weights))
+        logger.info("%s has %d bytes: normalizing its skeleton (%d large tensors detached)",
+                    name, size, len(detached.weights))
         work = detached.skeleton
     else:
         work = onnx.ModelProto()

@@ -58,12 +58,13 @@ def build(folder: Path, layers: int, width: int, rng: np.random.Generator) -> Pa
             del weight
             inits.append(_tensor(f"fc{i}.bias", rng.standard_normal(rows, dtype=np.float32) * 0.1, handle, location))
             y = "logits" if i == layers else f"h{i}"
-            nodes.append(helper.make_node("Gemm", [x, f"fc{i}.weight", f"fc{i}.bias"], [f"{y}_pre" if i < layers else y],
-                                          name=f"fc{i}", transB=1))
+            out = y if i == layers else f"{y}_pre"
+            nodes.append(helper.make_node("Gemm", [x, f"fc{i}.weight", f"fc{i}.bias"], [out], name=f"fc{i}", transB=1))
             if i < layers:
                 nodes.append(helper.make_node("Relu", [f"{y}_pre"], [y], name=f"relu{i}"))
             x = y
-    graph = helper.make_graph(nodes, "big_mlp", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", width])],
+    graph = helper.make_graph(nodes, "big_mlp",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", width])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", CLASSES])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="bench_large")
     model.ir_version = 8

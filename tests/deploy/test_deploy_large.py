@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 from deploy_models import TinyNet, export
 from onnxprune import large
@@ -63,6 +63,34 @@ def test_detach_attach_round_trip(net: onnx.ModelProto) -> None:
     assert [v.name for v in back.graph.input] == [v.name for v in net.graph.input]
     assert np.array_equal(_outputs(back), _outputs(net))
     assert large.is_large(net, LIMIT) and not large.is_large(net)
+
+
+def _transposed_weight_model() -> onnx.ModelProto:
+    """(x @ Transpose(W)) @ V: constant folding must fold the Transpose of the 8 KiB weight W."""
+    rng = np.random.default_rng(3)
+    graph = helper.make_graph(
+        [helper.make_node("Transpose", ["w"], ["wt"], perm=[1, 0]), helper.make_node("MatMul", ["x", "wt"], ["h"]),
+         helper.make_node("MatMul", ["h", "v"], ["y"])],
+        "t", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 256])],
+        [numpy_helper.from_array(rng.standard_normal((32, 64)).astype(np.float32), "w"),
+         numpy_helper.from_array(rng.standard_normal((32, 256)).astype(np.float32), "v")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize(("limit", "folded_ops"), [
+    (20_000, ["MatMul", "MatMul"]),  # large; W (read by the Transpose) stays in the skeleton
+    (LIMIT, ["Transpose", "MatMul", "MatMul"]),  # even W alone is above the limit: left unfolded
+    (10**6, ["MatMul", "MatMul"]),  # in memory
+], ids=["large", "fold-inputs-above-limit", "in-memory"])
+def test_folding_on_the_skeleton_is_exact(limit: int, folded_ops: list[str]) -> None:
+    model = _transposed_weight_model()
+    kept = large.detach(model, keep_foldable=True)
+    assert large.is_large(model, 20_000) and not large.is_large(kept.skeleton, 20_000)
+    assert "w" not in large.detach(model, keep_foldable=True).weights and "w" in large.detach(model).weights
+    folded = normalize(model, proto_limit=limit).proto
+    assert [n.op_type for n in folded.graph.node] == folded_ops
+    np.testing.assert_allclose(_outputs(folded), _outputs(model), rtol=1e-6, atol=1e-5)
 
 
 def test_model_bytes_without_serializing(net: onnx.ModelProto, net_file: Path) -> None:
