@@ -49,6 +49,31 @@ def tiny_classifier(path: Path, *, batch: int | str = "batch", seed: int = 0, cl
     return path
 
 
+def two_conv_classifier(path: Path, *, seed: int = 0, classes: int = CLASSES) -> Path:
+    """Conv(3->8) -> Relu -> Conv(8->8) -> Relu -> GlobalAveragePool -> Flatten -> Gemm: two prunable groups."""
+    rng = np.random.default_rng(seed)
+    weights = {"w1": (8, CHANNELS, 3, 3), "b1": (8,), "w2": (8, 8, 3, 3), "b2": (8,), "w3": (classes, 8), "b3": (classes,)}
+    inits = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+             for name, shape in weights.items()]
+    nodes = [
+        helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("GlobalAveragePool", ["r2"], ["p"], name="gap"),
+        helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "w3", "b3"], ["output"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "two_conv",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", CHANNELS, SIZE, SIZE])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", classes])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model)
+    onnx.save_model(model, str(path))
+    return path
+
+
 def raw_images(count: int, seed: int = 0) -> np.ndarray:
     """Random uint8 NHWC images of the tiny model's size."""
     return np.random.default_rng(seed).integers(0, 256, size=(count, SIZE, SIZE, CHANNELS), dtype=np.uint8)

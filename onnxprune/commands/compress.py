@@ -21,7 +21,7 @@ from onnxprune.pipeline.pruning import RepairSettings
 from onnxprune.errors import DataError, PlanError
 from onnxprune.evaluate import PRESETS, Runtime
 from onnxprune.io import write_json_atomic
-from onnxprune.search.baselines import SearchState
+from onnxprune.search.baselines import TOP_EPISODES, SearchState
 from onnxprune.search.env import Episode
 from onnxprune.search.reward import REWARDS
 from onnxprune.search.space import METRICS
@@ -76,6 +76,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"repair every candidate on N calibration images before scoring it, so the search ranks "
                              f"candidates as they will be shipped (default {CANDIDATE_IMAGES} with --reconstruct, "
                              "0 otherwise; 0 scores candidates unrepaired)")
+    parser.add_argument("--finalists", type=int, default=TOP_EPISODES, metavar="N",
+                        help=f"with --data and a repair: repair the N best candidates on all of --calib and keep "
+                             f"the best-scoring one (1..{TOP_EPISODES}, default {TOP_EPISODES})")
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="ONNX Runtime intra-op threads")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the report as JSON")
     add_input_shape_option(parser)
@@ -122,7 +125,10 @@ def _table(report: CompressReport) -> Table:
         table.add_row("val top-1 %", f"{report.accuracy_before:.2f}", f"{report.accuracy_after:.2f}",
                       f"{report.accuracy_after - report.accuracy_before:+.2f}")
     if report.accuracy_unrepaired is not None:
-        table.add_row("  before repair", "", f"{report.accuracy_unrepaired:.2f}", f"{report.repair_seconds:.1f} s")
+        table.add_row("  as searched", "", f"{report.accuracy_unrepaired:.2f}", f"{report.repair_seconds:.1f} s")
+    if len(report.finalists) > 1:
+        scores = ", ".join("-" if b is None else f"{b:.2f}" for _, _, b in report.finalists)
+        table.add_row("  finalists repaired", "", scores, f"episode {report.best.index}")
     return table
 
 
@@ -138,6 +144,8 @@ def _widths(report: CompressReport) -> Table:
 def run(args: argparse.Namespace) -> int:
     """Run the search and print the report."""
     target = _fraction(args.target)
+    if not 1 <= args.finalists <= TOP_EPISODES:
+        raise PlanError(f"--finalists {args.finalists}: choose between 1 and {TOP_EPISODES}")
     repair = _repair(args)
     deploy = deploy_options(args, args.output)
     data = _data(args)
@@ -163,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed, round_to=args.round_to, max_ratio=args.max_ratio, criterion=args.criterion,
             reward=args.reward, data=data, runtime=Runtime(device="cpu", threads=args.threads) if data else None,
             resume=args.resume, on_episode=on_episode, warmup=args.warmup, policy=args.policy, repair=repair,
+            finalists=args.finalists,
             input_shapes=parse_input_shapes(args.input_shape), deploy=deploy)
     console.print(_table(report))
     console.print(_widths(report))

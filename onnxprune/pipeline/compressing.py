@@ -36,7 +36,7 @@ from onnxprune.pipeline.ddpg_agent import run_ddpg
 from onnxprune.pipeline.gnnrl import run_gnnrl
 from onnxprune.pipeline.latency_table import measure_table
 from onnxprune.pipeline.pruning import RepairSettings, repair_best, repairing_apply
-from onnxprune.search.baselines import OnEpisode, SearchState, random_search, uniform_search
+from onnxprune.search.baselines import TOP_EPISODES, OnEpisode, SearchState, random_search, uniform_search
 from onnxprune.search.ddpg import DDPGConfig, default_warmup
 from onnxprune.search.env import CompressionEnv, Episode
 from onnxprune.search.latency import LatencyModel
@@ -80,6 +80,10 @@ class CompressReport:
         search_seconds: Wall time of the search (this process).
         best: The chosen episode.
         triton_dir: The Triton model folder written (``--triton-repo``), if any.
+        latency_ms: Predicted Conv/Gemm milliseconds before and after (latency table), if measured.
+        accuracy_unrepaired: The chosen candidate's searched score (percent) when a repair followed.
+        repair_seconds: Time of the final repair and re-ranking.
+        finalists: ``(episode, searched %, repaired %)`` of each finalist re-ranked by the final repair.
     """
 
     source: str
@@ -103,6 +107,7 @@ class CompressReport:
     latency_ms: tuple[float, float] | None = None
     accuracy_unrepaired: float | None = None
     repair_seconds: float = 0.0
+    finalists: tuple[tuple[int, float | None, float | None], ...] = ()
 
     @property
     def achieved(self) -> float:
@@ -124,7 +129,8 @@ class CompressReport:
                 "groups": [g.__dict__ for g in self.groups], "search_seconds": self.search_seconds,
                 "best": self.best.to_json(), "latency_ms": list(self.latency_ms) if self.latency_ms else None,
                 "triton_dir": str(self.triton_dir) if self.triton_dir else None,
-                "accuracy_unrepaired": self.accuracy_unrepaired, "repair_seconds": self.repair_seconds}
+                "accuracy_unrepaired": self.accuracy_unrepaired, "repair_seconds": self.repair_seconds,
+                "finalists": [{"episode": i, "searched": a, "repaired": b} for i, a, b in self.finalists]}
 
 
 AGENTS: tuple[str, ...] = ("uniform", "random", *STATE_KINDS, "gnnrl")
@@ -186,7 +192,7 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
                   policy: str | os.PathLike[str] | None = None, ppo: PPOConfig | None = None,
                   input_shapes: Mapping[str, Sequence[int]] | None = None,
                   deploy: DeployOptions | None = None, repair: RepairSettings | None = None,
-                  proto_limit: int = PROTOBUF_LIMIT) -> CompressReport:
+                  proto_limit: int = PROTOBUF_LIMIT, finalists: int = TOP_EPISODES) -> CompressReport:
     """Search per-group ratios meeting ``target`` and save the best pruned model to ``output``.
 
     The best candidate so far is always at ``output`` and the search state at
@@ -196,7 +202,8 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     opset, Triton repository written at the end; checked before the search). With ``repair``
     (calibration data), the best candidate is reconstructed (or bias-corrected) before saving, kept
     only if it scores at least as well on ``data``; ``repair.candidate_images`` also repairs every
-    candidate on that many calibration images before it is scored. Models above ``proto_limit``
+    candidate on that many calibration images before it is scored. With data and a repair, the
+    ``finalists`` best candidates (distinct plans) are all repaired and the best-scoring one is saved. Models above ``proto_limit``
     (protobuf's 2 GiB) go through every step in parts (:mod:`onnxprune.large`).
     """
     source, target_path = Path(path).resolve(), Path(output).resolve()
@@ -262,7 +269,9 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     best = state.best
     if best is None:
         raise PlanError("the search evaluated no episode; raise --episodes")
-    chosen, fixed = repair_best(analysis, source, best.plan, best.accuracy, repair, score)
+    pool = (state.top or (best,))[:max(finalists, 1)]
+    pick, chosen, fixed = repair_best(analysis, source, [(e.plan, e.accuracy) for e in pool], repair, score)
+    best = pool[pick]
     accuracy = f"{100.0 * fixed.accuracy:.2f}" if fixed.accuracy is not None else None
     final = finish(original, chosen, deploy, run_metadata(
         "compress", best.plan, target=target, metric=metric, agent=agent, criterion=criterion, accuracy=accuracy),
@@ -284,4 +293,10 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
                           accuracy_unrepaired=100.0 * best.accuracy if repair and best.accuracy is not None else None,
                           repair_seconds=fixed.seconds,
                           groups=widths, search_seconds=time.perf_counter() - started, best=best,
-                          triton_dir=triton_dir, latency_ms=latency_ms)
+                          triton_dir=triton_dir, latency_ms=latency_ms,
+                          finalists=tuple((e.index, _percent(e.accuracy), _percent(v))
+                                          for e, v in zip(pool, fixed.finalists)))
+
+
+def _percent(value: float | None) -> float | None:
+    return None if value is None else 100.0 * value

@@ -138,11 +138,13 @@ class RepairSettings:
 
 @dataclasses.dataclass(frozen=True)
 class RepairOutcome:
-    """The final candidate of ``compress``: its score (fraction, None without data), repair time, repaired."""
+    """The final candidate of ``compress``: its score (fraction, None without data), repair time, repaired,
+    and every finalist's score after the final repair."""
 
     accuracy: float | None
     seconds: float
     repaired: bool
+    finalists: tuple[float | None, ...] = ()
 
 
 def repairing_apply(analysis: Analysis, source: str | os.PathLike[str], repair: RepairSettings | None
@@ -165,33 +167,51 @@ def repairing_apply(analysis: Analysis, source: str | os.PathLike[str], repair: 
     return apply
 
 
-def repair_best(analysis: Analysis, source: str | os.PathLike[str], plan: Plan, accuracy: float | None,
-                repair: RepairSettings | None, score: Callable[[onnx.ModelProto], float] | None
-                ) -> tuple[onnx.ModelProto, RepairOutcome]:
-    """Repair ``compress``'s best plan on all of ``repair.calib``; keep it only if it scores at least ``accuracy``.
+def repair_best(analysis: Analysis, source: str | os.PathLike[str],
+                finalists: Sequence[tuple[Plan, float | None]], repair: RepairSettings | None,
+                score: Callable[[onnx.ModelProto], float] | None) -> tuple[int, onnx.ModelProto, RepairOutcome]:
+    """Repair ``compress``'s finalists on all of ``repair.calib`` and keep the one that scores best.
+
+    Each finalist is repaired and scored on the validation data; one whose repaired model scores
+    below its searched score keeps its searched candidate (and score). The small per-candidate
+    repair that ranked the search is only a proxy of this one, so re-ranking a few finalists
+    usually finds a better final model than the proxy's best alone.
 
     Args:
         analysis: The input's analysis.
         source: The input model file.
-        plan: The best plan.
-        accuracy: Its candidate's score (fraction), or None without data.
-        repair: Repair settings (None: the plain pruned model is returned).
-        score: Scores a model on the validation data (None without data).
+        finalists: ``(plan, searched score as a fraction or None)``, best first (at least one).
+        repair: Repair settings (None: the first finalist's plain pruned model is returned).
+        score: Scores a model on the validation data (None without data: only the first is repaired).
+
+    Returns:
+        The chosen finalist's position, its model, and the outcome.
     """
     candidate = repairing_apply(analysis, source, repair)
+    plan, accuracy = finalists[0]
     if repair is None:
-        return candidate(plan), RepairOutcome(accuracy, 0.0, False)
+        return 0, candidate(plan), RepairOutcome(accuracy, 0.0, False)
     t0 = time.perf_counter()
     feeds = calibration_feeds(source, repair.calib, threads=repair.options.threads)
-    fixed, _ = repair_pruned(analysis, plan, prune_model(analysis, plan), feeds, mode=repair.mode,
-                             seed=repair.calib.seed, options=repair.options)
-    new = score(fixed) if score is not None else None
-    seconds = time.perf_counter() - t0
-    if new is not None and accuracy is not None and new < accuracy:
-        logger.warning("the %s best candidate scores %.2f %% < %.2f %% before; keeping the candidate as searched",
-                       repair.mode, 100 * new, 100 * accuracy)
-        return candidate(plan), RepairOutcome(accuracy, seconds, False)
-    return fixed, RepairOutcome(new if new is not None else accuracy, seconds, True)
+    results: list[tuple[float, onnx.ModelProto | None]] = []  # (score, repaired model or None: keep as searched)
+    scores: list[float | None] = []
+    for i, (plan, accuracy) in enumerate(finalists if score is not None else finalists[:1]):
+        fixed, _ = repair_pruned(analysis, plan, prune_model(analysis, plan), feeds, mode=repair.mode,
+                                 seed=repair.calib.seed, options=repair.options)
+        new = score(fixed) if score is not None else None
+        scores.append(new)
+        if new is not None and accuracy is not None and new < accuracy:
+            logger.warning("finalist %d: the %s candidate scores %.2f %% < %.2f %% before; keeping it as searched",
+                           i, repair.mode, 100 * new, 100 * accuracy)
+            results.append((accuracy, None))
+        else:
+            results.append((new if new is not None else -1.0, fixed))
+    index = max(range(len(results)), key=lambda k: (results[k][0], -k))
+    value, model = results[index]
+    logger.info("finalists re-ranked after %s: %s; chose %d", repair.mode,
+                ", ".join("-" if v is None else f"{100 * v:.2f} %" for v in scores), index)
+    return index, model if model is not None else candidate(finalists[index][0]), RepairOutcome(
+        value if value >= 0 else finalists[index][1], time.perf_counter() - t0, model is not None, tuple(scores))
 
 
 def prune_file(path: str | os.PathLike[str], output: str | os.PathLike[str], *, ratio: float = 0.0,

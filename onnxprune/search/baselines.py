@@ -32,6 +32,8 @@ class SearchState:
         best: The best episode (highest reward, then fewest MACs), or ``None`` before the first.
         history: ``(reward, accuracy, macs)`` per episode.
         agent_state: Agent-specific resumable state (JSON-ready), if any.
+        top: The best episodes with distinct plans, best first (at most :data:`TOP_EPISODES`):
+            the finalists a final, more thorough repair re-ranks.
     """
 
     agent: str
@@ -40,12 +42,14 @@ class SearchState:
     best: Episode | None = None
     history: tuple[tuple[float, float | None, int], ...] = ()
     agent_state: Any = None
+    top: tuple[Episode, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict."""
         return {"agent": self.agent, "seed": self.seed, "next_episode": self.next_episode,
                 "best": self.best.to_json() if self.best else None,
-                "history": [list(h) for h in self.history], "agent_state": self.agent_state}
+                "history": [list(h) for h in self.history], "agent_state": self.agent_state,
+                "top": [e.to_json() for e in self.top]}
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> SearchState:
@@ -54,15 +58,32 @@ class SearchState:
             return cls(agent=str(obj["agent"]), seed=int(obj["seed"]), next_episode=int(obj["next_episode"]),
                        best=Episode.from_json(obj["best"]) if obj.get("best") else None,
                        history=tuple((float(r), a, int(m)) for r, a, m in obj.get("history", ())),
-                       agent_state=obj.get("agent_state"))
+                       agent_state=obj.get("agent_state"),
+                       top=tuple(Episode.from_json(e) for e in obj.get("top", ())))
         except (KeyError, TypeError, ValueError) as exc:
             raise PlanError(f"malformed search checkpoint ({exc}); delete it or run without --resume") from exc
 
     def record(self, episode: Episode) -> tuple[SearchState, bool]:
         """State after ``episode``; the flag says whether it is the new best."""
-        better = self.best is None or (episode.reward, -episode.macs) > (self.best.reward, -self.best.macs)
+        better = self.best is None or _rank(episode) > _rank(self.best)
+        others = [e for e in self.top if e.keeps != episode.keeps]
+        if len(others) < len(self.top) and any(e.keeps == episode.keeps and _rank(e) >= _rank(episode)
+                                               for e in self.top):
+            others = list(self.top)  # the same plan is already there with a reward at least as high
+        else:
+            others.append(episode)
+        top = tuple(sorted(others, key=_rank, reverse=True)[:TOP_EPISODES])
         return replace(self, next_episode=episode.index + 1, best=episode if better else self.best,
-                       history=self.history + ((episode.reward, episode.accuracy, episode.macs),)), better
+                       history=self.history + ((episode.reward, episode.accuracy, episode.macs),), top=top), better
+
+
+TOP_EPISODES = 5
+"""Finalists a search keeps (:attr:`SearchState.top`)."""
+
+
+def _rank(episode: Episode) -> tuple[float, int]:
+    """Higher is better: the reward, then fewer MACs."""
+    return episode.reward, -episode.macs
 
 
 #: Called after every episode with ``(episode, new state, candidate, is_best)``.
