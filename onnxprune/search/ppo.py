@@ -53,6 +53,13 @@ class PPOConfig:
     """Hyperparameters of the GNN-RL PPO agent (cleanrl's defaults, except a larger learning rate
     and more epochs per update: a search has few, expensive episodes).
 
+    Defaults measured on ResNet-20 at 50 % MACs (reward: top-1 on 5,000 train images after a
+    128-image reconstruction of each candidate, 60 episodes): ``steps=1, init_std=0.25, lr=3e-3,
+    update_epochs=10`` raised the mean reward per 10 episodes from 72.9 % to 75.6 % with a best of
+    79.6 % (random search: flat at 70-72 %, best 77.6 %); the earlier ``steps=3, init_std=0.15,
+    lr=1e-3, update_epochs=8`` stayed flat. ``steps > 1`` (re-embedding the pruned graph between
+    steps, as GNN-RL) spreads one reward over several actions and learns slower in short searches.
+
     Attributes:
         steps: Pruning steps per episode; step ``k`` reaches ``target * (k + 1) / steps``.
         step_tol: Relative tolerance of the intermediate targets (only the next state depends on
@@ -77,12 +84,12 @@ class PPOConfig:
             threads only add overhead, about 8x on a loaded 2-core machine; restored afterwards).
     """
 
-    steps: int = 3
+    steps: int = 1
     step_tol: float = 0.05
     episodes_per_update: int = 4
-    update_epochs: int = 8
+    update_epochs: int = 10
     minibatches: int = 2
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     gamma: float = 0.99
     gae_lambda: float = 0.95
     clip_coef: float = 0.2
@@ -94,7 +101,7 @@ class PPOConfig:
     target_kl: float | None = None
     hidden: int = 64
     layers: int = 2
-    init_std: float = 0.15
+    init_std: float = 0.25
     torch_threads: int = 1
 
     def __post_init__(self) -> None:
