@@ -99,6 +99,7 @@ def _run_agent(src: Path, tmp: Path, agent: str, episodes: int, args: argparse.N
            "params_ratio": report.after.params / report.before.params,
            "latency_ratio": bench.rows[0].ratio, "keeps": list(report.best.keeps),
            "best_episode": report.best.index, "val_by_episode": seen,
+           "finalists": [list(f) for f in getattr(report, "finalists", ())],
            "val_last10_mean": sum(seen[-10:]) / len(seen[-10:]) if seen else None,
            "val_first10_mean": sum(seen[:10]) / len(seen[:10]) if seen else None}
     print(f"  {agent:8} ep {row['episodes']:4d}  search {search_s:7.1f} s ({per_episode:5.2f} s/ep)  "
