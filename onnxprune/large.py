@@ -13,8 +13,8 @@ Contract:
     requires: an ``onnx.ModelProto`` whose large tensors are initializers or ``Constant`` nodes
     of the main graph (tensors inside subgraphs stay in the skeleton).
     guarantees: below ``proto_limit`` every helper calls ONNX / ONNX Runtime directly, on the
-    model as it is (:func:`transform` also uses the skeleton above :data:`SKELETON_MIN_BYTES`,
-    with the same result, to save memory). Above it the model's tensor data is never
+    model as it is (above :data:`SKELETON_MIN_BYTES` they use the skeleton as well, with the
+    same results, to save memory; the file format, :func:`is_large`, follows ``proto_limit`` only). Above it the model's tensor data is never
     serialized and never copied more than once at a time: :func:`transform` runs a graph
     transformation on the skeleton and re-attaches the untouched tensors (those the result
     still reads; ``Constant`` nodes come back as initializers); tensors that constant folding
@@ -45,8 +45,8 @@ logger = logging.getLogger(__name__)
 PROTOBUF_LIMIT = 2**31 - 1
 #: Tensors of at least this many bytes leave the skeleton (and go to the external data file).
 DETACH_MIN_BYTES = 1024
-#: Above this size the load stage normalizes a model on its skeleton, also below ``proto_limit``:
-#: exact (tensors that folding reads stay), and 2 copies of the model instead of ~9 at its peak.
+#: Above this size the helpers use the skeleton also below ``proto_limit`` (:func:`split_worthy`): same
+#: results, and no serialized copies (normalizing a 1 GB model peaked at ~9 copies in memory, now 2).
 SKELETON_MIN_BYTES = 64 << 20
 #: Offsets of tensors in an external data file are multiples of this (page size: ORT can map them).
 DATA_ALIGNMENT = 4096
@@ -98,6 +98,12 @@ def model_bytes(model: onnx.ModelProto) -> int:
     """
     functions = sum(f.ByteSize() for f in model.functions)
     return _graph_bytes(model.graph) + functions + sum(p.ByteSize() for p in model.metadata_props) + 64
+
+
+def split_worthy(model: onnx.ModelProto, proto_limit: int = PROTOBUF_LIMIT) -> bool:
+    """True when the helpers here work on the skeleton: above ``proto_limit``, or above
+    :data:`SKELETON_MIN_BYTES` where serializing the whole model would cost memory for nothing."""
+    return model_bytes(model) > min(proto_limit, SKELETON_MIN_BYTES)
 
 
 def is_large(model: onnx.ModelProto, proto_limit: int = PROTOBUF_LIMIT) -> bool:
@@ -271,7 +277,7 @@ def detach_for_folding(model: onnx.ModelProto, proto_limit: int = PROTOBUF_LIMIT
 
 def skeleton(model: onnx.ModelProto, proto_limit: int = PROTOBUF_LIMIT) -> onnx.ModelProto:
     """``model`` itself when small, else its skeleton: for read-only inspection (types, shapes, ops)."""
-    return detach(model).skeleton if is_large(model, proto_limit) else model
+    return detach(model).skeleton if split_worthy(model, proto_limit) else model
 
 
 def transform(model: onnx.ModelProto, fn: Callable[[onnx.ModelProto], onnx.ModelProto], *,
@@ -281,7 +287,7 @@ def transform(model: onnx.ModelProto, fn: Callable[[onnx.ModelProto], onnx.Model
 
     ``fn`` must not modify its argument's tensors in place; it may add, remove or rename nodes.
     """
-    if model_bytes(model) <= min(proto_limit, SKELETON_MIN_BYTES):
+    if not split_worthy(model, proto_limit):
         return fn(model)
     detached = detach_for_folding(model, proto_limit)
     logger.debug("%s on the skeleton of a large model (%d tensors detached)", what, len(detached.weights))
@@ -385,7 +391,7 @@ def ort_session(ort: Any, model: onnx.ModelProto, options: Any, providers: list[
         providers: Execution providers in priority order.
         proto_limit: Byte size above which the model is passed in parts.
     """
-    if not is_large(model, proto_limit):
+    if not split_worthy(model, proto_limit):
         return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
     detached = detach(model)
     arrays = _weight_arrays(detached)
@@ -401,7 +407,7 @@ def ort_session(ort: Any, model: onnx.ModelProto, options: Any, providers: list[
 
 def content_hash(model: onnx.ModelProto, proto_limit: int = PROTOBUF_LIMIT) -> str:
     """SHA-256 of a model's content, also above the 2 GiB limit (skeleton, then each tensor)."""
-    if not is_large(model, proto_limit):
+    if not split_worthy(model, proto_limit):
         return hashlib.sha256(model.SerializeToString()).hexdigest()
     detached = detach(model)
     digest = hashlib.sha256(detached.skeleton.SerializeToString())

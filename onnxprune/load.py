@@ -28,8 +28,8 @@ from google.protobuf.message import DecodeError
 from onnx import version_converter
 
 from onnxprune.errors import InvalidModel, RuntimeUnavailable, UnsupportedInput
-from onnxprune.large import (PROTOBUF_LIMIT, SKELETON_MIN_BYTES, attach, attach_into, check_model, detach_for_folding,
-                             is_large, model_bytes, transform)
+from onnxprune.large import (PROTOBUF_LIMIT, attach, attach_into, check_model, detach_for_folding, is_large,
+                             model_bytes, split_worthy, transform)
 
 logger = logging.getLogger(__name__)
 
@@ -288,7 +288,7 @@ def _normalize(model: onnx.ModelProto, *, name: str, input_shapes: Mapping[str, 
                source: Path | None, proto_limit: int, owned: bool) -> Model:
     """:func:`normalize`; with ``owned``, a large ``model`` becomes the result (its tensors are not copied)."""
     size = model_bytes(model)
-    detached = detach_for_folding(model, proto_limit) if size > min(proto_limit, SKELETON_MIN_BYTES) else None
+    detached = detach_for_folding(model, proto_limit) if split_worthy(model, proto_limit) else None
     if detached is not None:
         logger.info("%s has %d bytes: normalizing its skeleton (%d large tensors detached)",
                     name, size, len(detached.weights))

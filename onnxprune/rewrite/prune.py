@@ -72,6 +72,7 @@ class _Editor:
 
     def __init__(self, analysis: Analysis, graph: gs.Graph, masks: dict[str, np.ndarray]) -> None:
         self.analysis, self.graph, self.masks = analysis, graph, masks
+        self.sliced_large = False  # a weight of _COLLECT_BYTES or more was sliced
         self.nodes = {n.name: n for n in graph.nodes}
 
     def changed(self, tensor: str) -> bool:
@@ -90,6 +91,7 @@ class _Editor:
         if value.nbytes >= _COLLECT_BYTES:
             del value
             gc.collect()
+            self.sliced_large = True
 
     def shape_dims(self, e: SetShapeDims) -> None:
         if not any(self.changed(t) for _, t in e.dims):
@@ -184,7 +186,16 @@ def prune_model(analysis: Analysis, plan: Plan) -> onnx.ModelProto:
     if empty:
         raise PlanError(f"plan removes every channel of tensor '{empty[0]}'; keep at least one channel there")
     source = analysis.model.proto
-    graph = gs.import_onnx(source)
+    pruned, sliced_large = _edited(analysis, masks)
+    if sliced_large:  # the dropped graph-surgeon graph (reference cycles) holds the sliced weights
+        gc.collect()
+    del pruned.graph.value_info[:]
+    return restore_model_fields(infer_shapes(pruned, proto_limit=analysis.model.proto_limit), source)
+
+
+def _edited(analysis: Analysis, masks: dict[str, np.ndarray]) -> tuple[onnx.ModelProto, bool]:
+    """The model with the analysis edits applied, and whether a weight of ``_COLLECT_BYTES`` was sliced."""
+    graph = gs.import_onnx(analysis.model.proto)
     editor = _Editor(analysis, graph, masks)
     apply = {SliceConst: editor.slice_const, SetShapeDims: editor.shape_dims, SetGroups: editor.groups,
              SplitSizes: editor.split, Select: editor.select}
@@ -195,9 +206,7 @@ def prune_model(analysis: Analysis, plan: Plan) -> onnx.ModelProto:
         if isinstance(tensor, gs.Variable) and tensor.name not in io:
             tensor.shape = None
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
-    pruned = gs.export_onnx(graph, do_type_check=False)
-    del pruned.graph.value_info[:]
-    return restore_model_fields(infer_shapes(pruned, proto_limit=analysis.model.proto_limit), source)
+    return gs.export_onnx(graph, do_type_check=False), editor.sliced_large
 
 
 def repair_plan(analysis: Analysis, plan: Plan) -> Plan:
