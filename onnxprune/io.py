@@ -17,7 +17,7 @@ from typing import Any
 import onnx
 
 from onnxprune.errors import OutputError
-from onnxprune.large import PROTOBUF_LIMIT, is_large, write_external
+from onnxprune.large import PROTOBUF_LIMIT, is_large, write_external, write_serialized
 
 __all__ = ["PROTOBUF_LIMIT", "save_model", "write_bytes_atomic", "write_json_atomic"]
 
@@ -69,8 +69,15 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, external
     target = Path(path).resolve()
     if external_data is None:
         external_data = is_large(model, proto_limit)
-    if not external_data:
-        return write_bytes_atomic(target, model.SerializeToString())
+    if not external_data:  # streamed: no in-memory copy of the encoded model
+        tmp = _tmp_path(target)
+        try:
+            with open(tmp, "wb") as handle:
+                write_serialized(model, handle)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return target
     # External data: write both files under temporary names (tensors streamed one at a time, no
     # copy of the model), then move the data file first so the model never points at a missing file.
     data_name = target.name + ".data"

@@ -367,6 +367,54 @@ def write_external(model: onnx.ModelProto, data: BinaryIO, location: str,
     return _external_skeleton(detached, stubs)
 
 
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _key(message: type[Message], field: str) -> bytes:
+    """The wire key of a length-delimited ``field`` of ``message``."""
+    return _varint(message.DESCRIPTOR.fields_by_name[field].number << 3 | 2)
+
+
+def _tensor_pieces(tensor: TensorProto, min_bytes: int) -> tuple[int, list[bytes | TensorProto]]:
+    """Encoded length of ``tensor`` and its encoding in pieces (large ``raw_data`` left in the tensor)."""
+    if not tensor.HasField("raw_data") or tensor_nbytes(tensor) < min_bytes:
+        encoded = tensor.SerializeToString()
+        return len(encoded), [encoded]
+    head = TensorProto()
+    _copy_fields(tensor, head, frozenset({"raw_data"}))
+    prefix = head.SerializeToString() + _key(TensorProto, "raw_data") + _varint(tensor_nbytes(tensor))
+    return len(prefix) + tensor_nbytes(tensor), [prefix, tensor]
+
+
+def write_serialized(model: onnx.ModelProto, handle: BinaryIO, min_bytes: int = DETACH_MIN_BYTES) -> None:
+    """Write ``model``'s protobuf encoding to ``handle`` without building it in memory.
+
+    ``SerializeToString`` of a 1 GB model holds ~2.5 GB at its peak; here each large tensor's
+    data is written straight from the model (one transient copy of one tensor). The bytes
+    parse to a message equal to ``model`` (field order may differ from ``SerializeToString``).
+    """
+    head, rest = onnx.ModelProto(), onnx.GraphProto()
+    _copy_fields(model, head, frozenset({"graph"}))
+    _copy_fields(model.graph, rest, frozenset({"initializer"}))
+    inits = [_tensor_pieces(tensor, min_bytes) for tensor in model.graph.initializer]  # in order
+    key = _key(onnx.GraphProto, "initializer")
+    encoded_rest = rest.SerializeToString()
+    graph_len = len(encoded_rest) + sum(len(key) + len(_varint(size)) + size for size, _ in inits)
+    handle.write(head.SerializeToString())
+    if model.HasField("graph"):
+        handle.write(_key(onnx.ModelProto, "graph") + _varint(graph_len) + encoded_rest)
+    for size, pieces in inits:
+        handle.write(key + _varint(size))
+        for piece in pieces:
+            handle.write(piece.raw_data if isinstance(piece, TensorProto) else piece)
+
+
 def _weight_arrays(detached: Detached) -> dict[str, np.ndarray]:
     arrays: dict[str, np.ndarray] = {}
     for name, tensor in detached.weights.items():

@@ -124,6 +124,12 @@ def test_save_streams_aligned_external_data(net: onnx.ModelProto, tmp_path: Path
     assert all(np.array_equal(numpy_helper.to_array(t), before[t.name]) for t in loaded.graph.initializer)
 
 
+def test_single_file_save_is_streamed_and_equal(net: onnx.ModelProto, tmp_path: Path) -> None:
+    path = save_model(net, tmp_path / "one.onnx")  # below the limit: one file, written tensor by tensor
+    assert not (tmp_path / "one.onnx.data").exists()
+    assert onnx.load(str(path)) == net and path.stat().st_size == net.ByteSize()
+
+
 def test_load_normalize_and_simplify_match_the_in_memory_path(net: onnx.ModelProto, net_file: Path) -> None:
     before = net.SerializeToString()
     assert np.array_equal(_outputs(normalize(net, proto_limit=LIMIT).proto), _outputs(net))
