@@ -18,6 +18,10 @@ from onnxprune.load import Model
 
 logger = logging.getLogger(__name__)
 
+#: Initializers at least this large are not cached by ``const`` (the rules only read their shape;
+#: caching every weight of a > 2 GiB model would hold a second copy of it).
+_CACHE_MAX_BYTES = 1 << 24
+
 
 class UnionFind:
     """Union-find over dense integer ids with path halving; grows on demand."""
@@ -82,11 +86,14 @@ class AnalysisContext:
         return name in self.initializers
 
     def const(self, name: str) -> np.ndarray | None:
-        """Value of an initializer (cached), or None for activations / absent inputs."""
+        """Value of an initializer (cached below 16 MiB), or None for activations / absent inputs."""
         if not name or name not in self.initializers:
             return None
         if name not in self._const_cache:
-            self._const_cache[name] = numpy_helper.to_array(self.initializers[name])
+            value = numpy_helper.to_array(self.initializers[name])
+            if value.nbytes >= _CACHE_MAX_BYTES:
+                return value
+            self._const_cache[name] = value
         return self._const_cache[name]
 
     def label(self, name: str) -> Labels | None:
