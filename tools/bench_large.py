@@ -3,7 +3,8 @@
 Builds a stack of large Gemm+Relu layers with random weights, streamed into external data
 (one layer in memory at a time) in a temporary folder, then runs each CLI step in its own
 subprocess: analyze, prune --ratio 0.5, check --target ort-cpu, bench, export-triton, eval
-(random labelled inputs) and compress (data-free). Prints a table (step, exit code, seconds,
+(random labelled inputs), compress (data-free, and with --data: 2 random-agent candidates scored in
+ORT) and check on the pruned output. Prints a table (step, exit code, seconds,
 peak RSS of the step's process, bytes it wrote) and writes JSON (default build/bench_large.json).
 The temporary folder is deleted at the end.
 
@@ -101,7 +102,8 @@ def steps(folder: Path, model: Path, width: int, rng: np.random.Generator) -> li
     """The CLI steps (name, arguments, outputs) on ``model``; writes the eval data file."""
     data = folder / "data.npz"
     np.savez(data, images=rng.standard_normal((64, width), dtype=np.float32), labels=rng.integers(0, CLASSES, 64))
-    pruned, compressed, repo = folder / "pruned.onnx", folder / "compressed.onnx", folder / "repo"
+    pruned, compressed, scored, repo = (folder / name for name in ("pruned.onnx", "compressed.onnx", "scored.onnx",
+                                                                     "repo"))
     return [
         ("analyze", ["analyze", str(model), "--json", str(folder / "analyze.json")], [folder / "analyze.json"]),
         ("prune 0.5", ["prune", str(model), "--ratio", "0.5", "-o", str(pruned)],
@@ -114,6 +116,8 @@ def steps(folder: Path, model: Path, width: int, rng: np.random.Generator) -> li
         ("eval (64 samples)", ["eval", str(model), "--data", str(data), "--batch-size", "32"], []),
         ("compress data-free", ["compress", str(model), "--target", "0.5", "-o", str(compressed)],
          [compressed, compressed.with_name(compressed.name + ".data")]),
+        ("compress --data", ["compress", str(model), "--target", "0.5", "--data", str(data), "--agent", "random",
+                             "--episodes", "2", "-o", str(scored)], [scored, scored.with_name(scored.name + ".data")]),
         ("check pruned", ["check", str(pruned), "--target", "ort-cpu"], []),
     ]
 
