@@ -17,7 +17,8 @@ from typing import Any
 import onnx
 
 from onnxprune.errors import OutputError
-from onnxprune.large import PROTOBUF_LIMIT, is_large, write_external, write_serialized
+from onnxprune.large import PROTOBUF_LIMIT, is_large
+from onnxprune.large_write import write_external, write_serialized
 
 __all__ = ["PROTOBUF_LIMIT", "save_model", "write_bytes_atomic", "write_json_atomic"]
 

@@ -21,8 +21,8 @@ Contract:
     reads stay in the skeleton when they fit (:func:`detach_for_folding`), so folding is
     exact; :func:`check_model` and :func:`skeleton` check or inspect the skeleton;
     :func:`ort_session` gives ONNX Runtime the tensors as arrays through
-    ``SessionOptions.add_external_initializers``; :func:`write_external` streams them to one
-    data file. No helper modifies its input (:func:`attach_into` consumes one, by contract).
+    ``SessionOptions.add_external_initializers``; :mod:`onnxprune.large_write` streams them to
+    files. No helper modifies its input (:func:`attach_into` consumes one, by contract).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import onnx
@@ -48,8 +48,6 @@ DETACH_MIN_BYTES = 1024
 #: Above this size the helpers use the skeleton also below ``proto_limit`` (:func:`split_worthy`): same
 #: results, and no serialized copies (normalizing a 1 GB model peaked at ~9 copies in memory, now 2).
 SKELETON_MIN_BYTES = 64 << 20
-#: Offsets of tensors in an external data file are multiples of this (page size: ORT can map them).
-DATA_ALIGNMENT = 4096
 #: The location ONNX Runtime sees for tensors it receives as arrays (never opened).
 _IN_MEMORY = "__onnxprune_in_memory__"
 _SUB_BYTE = {getattr(TensorProto, name): bits / 8 for name, bits in
@@ -111,7 +109,7 @@ def is_large(model: onnx.ModelProto, proto_limit: int = PROTOBUF_LIMIT) -> bool:
     return model_bytes(model) > proto_limit
 
 
-def _copy_fields(src: Message, dst: Message, skip: frozenset[str]) -> None:
+def copy_fields(src: Message, dst: Message, skip: frozenset[str]) -> None:
     """Copy every set field of ``src`` to ``dst`` except ``skip`` (messages copied deeply)."""
     for field, value in src.ListFields():
         if field.name in skip:
@@ -166,9 +164,9 @@ def detach(model: onnx.ModelProto, min_bytes: int = DETACH_MIN_BYTES, *, keep_fo
     """
     keep = _folding_inputs(model.graph) if keep_foldable else set()
     skeleton = onnx.ModelProto()
-    _copy_fields(model, skeleton, frozenset({"graph"}))
+    copy_fields(model, skeleton, frozenset({"graph"}))
     graph = skeleton.graph
-    _copy_fields(model.graph, graph, frozenset({"node", "initializer"}))
+    copy_fields(model.graph, graph, frozenset({"node", "initializer"}))
     weights: dict[str, TensorProto] = {}
     for node in model.graph.node:
         value = _constant_tensor(node)
@@ -247,11 +245,11 @@ def attach_into(skeleton: onnx.ModelProto, donor: onnx.ModelProto, weights: Mapp
     for field in donor.DESCRIPTOR.fields:
         if field.name != "graph":
             donor.ClearField(field.name)
-    _copy_fields(skeleton, donor, frozenset({"graph"}))
+    copy_fields(skeleton, donor, frozenset({"graph"}))
     for field in graph.DESCRIPTOR.fields:
         if field.name != "initializer":
             graph.ClearField(field.name)
-    _copy_fields(skeleton.graph, graph, frozenset())
+    copy_fields(skeleton.graph, graph, frozenset())
     for tensor in from_nodes.values():
         graph.initializer.add().CopyFrom(tensor)
     _drop_weight_inputs(graph, weights)
@@ -310,7 +308,7 @@ def infer_shapes(model: onnx.ModelProto, *, data_prop: bool = False,
                      proto_limit=proto_limit, what="shape inference")
 
 
-def _stub(name: str, tensor: TensorProto, location: str, offset: int, length: int) -> TensorProto:
+def stub_tensor(name: str, tensor: TensorProto, location: str, offset: int, length: int) -> TensorProto:
     """A data-less tensor pointing at ``length`` bytes at ``offset`` of ``location``."""
     stub = TensorProto(name=name, data_type=tensor.data_type, dims=tensor.dims, doc_string=tensor.doc_string)
     stub.data_location = TensorProto.EXTERNAL
@@ -319,7 +317,7 @@ def _stub(name: str, tensor: TensorProto, location: str, offset: int, length: in
     return stub
 
 
-def _external_skeleton(detached: Detached, stubs: Mapping[str, TensorProto]) -> onnx.ModelProto:
+def external_skeleton(detached: Detached, stubs: Mapping[str, TensorProto]) -> onnx.ModelProto:
     """The skeleton with its weight inputs replaced by the ``stubs`` initializers."""
     model = onnx.ModelProto()
     model.CopyFrom(detached.skeleton)
@@ -331,88 +329,6 @@ def _external_skeleton(detached: Detached, stubs: Mapping[str, TensorProto]) -> 
     if model.ir_version < 4:
         model.ir_version = 4
     return model
-
-
-def tensor_bytes(tensor: TensorProto) -> bytes:
-    """A tensor's data as ONNX stores it in ``raw_data`` (little-endian), loaded tensors only."""
-    if tensor.HasField("raw_data"):
-        return tensor.raw_data
-    return numpy_helper.from_array(numpy_helper.to_array(tensor)).raw_data
-
-
-def write_external(model: onnx.ModelProto, data: BinaryIO, location: str,
-                   min_bytes: int = DETACH_MIN_BYTES) -> onnx.ModelProto:
-    """Stream ``model``'s large tensors into ``data`` and return the model that points at them.
-
-    Args:
-        model: A model with all its data loaded (not modified).
-        data: A binary file open for writing, at offset 0.
-        location: The data file's name as the returned model records it (relative to the model).
-        min_bytes: Tensors of at least this size go to ``data``.
-
-    Returns:
-        The model to serialize beside ``data`` (below 2 GiB unless its small tensors are not).
-    """
-    detached = detach(model, min_bytes)
-    stubs: dict[str, TensorProto] = {}
-    offset = 0
-    for name, tensor in detached.weights.items():
-        payload = tensor_bytes(tensor)
-        pad = -offset % DATA_ALIGNMENT
-        data.write(b"\0" * pad)
-        offset += pad
-        data.write(payload)
-        stubs[name] = _stub(name, tensor, location, offset, len(payload))
-        offset += len(payload)
-    return _external_skeleton(detached, stubs)
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _key(message: type[Message], field: str) -> bytes:
-    """The wire key of a length-delimited ``field`` of ``message``."""
-    return _varint(message.DESCRIPTOR.fields_by_name[field].number << 3 | 2)
-
-
-def _tensor_pieces(tensor: TensorProto, min_bytes: int) -> tuple[int, list[bytes | TensorProto]]:
-    """Encoded length of ``tensor`` and its encoding in pieces (large ``raw_data`` left in the tensor)."""
-    if not tensor.HasField("raw_data") or tensor_nbytes(tensor) < min_bytes:
-        encoded = tensor.SerializeToString()
-        return len(encoded), [encoded]
-    head = TensorProto()
-    _copy_fields(tensor, head, frozenset({"raw_data"}))
-    prefix = head.SerializeToString() + _key(TensorProto, "raw_data") + _varint(tensor_nbytes(tensor))
-    return len(prefix) + tensor_nbytes(tensor), [prefix, tensor]
-
-
-def write_serialized(model: onnx.ModelProto, handle: BinaryIO, min_bytes: int = DETACH_MIN_BYTES) -> None:
-    """Write ``model``'s protobuf encoding to ``handle`` without building it in memory.
-
-    ``SerializeToString`` of a 1 GB model holds ~2.5 GB at its peak; here each large tensor's
-    data is written straight from the model (one transient copy of one tensor). The bytes
-    parse to a message equal to ``model`` (field order may differ from ``SerializeToString``).
-    """
-    head, rest = onnx.ModelProto(), onnx.GraphProto()
-    _copy_fields(model, head, frozenset({"graph"}))
-    _copy_fields(model.graph, rest, frozenset({"initializer"}))
-    inits = [_tensor_pieces(tensor, min_bytes) for tensor in model.graph.initializer]  # in order
-    key = _key(onnx.GraphProto, "initializer")
-    encoded_rest = rest.SerializeToString()
-    graph_len = len(encoded_rest) + sum(len(key) + len(_varint(size)) + size for size, _ in inits)
-    handle.write(head.SerializeToString())
-    if model.HasField("graph"):
-        handle.write(_key(onnx.ModelProto, "graph") + _varint(graph_len) + encoded_rest)
-    for size, pieces in inits:
-        handle.write(key + _varint(size))
-        for piece in pieces:
-            handle.write(piece.raw_data if isinstance(piece, TensorProto) else piece)
 
 
 def _weight_arrays(detached: Detached) -> dict[str, np.ndarray]:
@@ -443,10 +359,10 @@ def ort_session(ort: Any, model: onnx.ModelProto, options: Any, providers: list[
         return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
     detached = detach(model)
     arrays = _weight_arrays(detached)
-    stubs = {name: _stub(name, detached.weights[name], _IN_MEMORY, 0, a.nbytes) for name, a in arrays.items()}
+    stubs = {name: stub_tensor(name, detached.weights[name], _IN_MEMORY, 0, a.nbytes) for name, a in arrays.items()}
     names = list(arrays)
     options.add_external_initializers(names, [ort.OrtValue.ortvalue_from_numpy(arrays[n]) for n in names])
-    session = ort.InferenceSession(_external_skeleton(detached, stubs).SerializeToString(), options,
+    session = ort.InferenceSession(external_skeleton(detached, stubs).SerializeToString(), options,
                                    providers=providers)
     session.onnxprune_weights = arrays  # ORT reads these buffers for the session's whole life
     logger.debug("ORT session for a large model: %d tensors passed as arrays", len(arrays))

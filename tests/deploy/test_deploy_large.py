@@ -22,6 +22,7 @@ from onnxprune.deploy.runner import random_feeds, run_ort
 from onnxprune.deploy.triton import TritonOptions
 from onnxprune.evaluate import DataSpec, Runtime
 from onnxprune.io import save_model
+from onnxprune.large_write import DATA_ALIGNMENT
 from onnxprune.load import load, normalize, read
 from onnxprune.pipeline import compress_file, prune_file
 from onnxprune.pipeline.deploying import DeployOptions
@@ -117,7 +118,7 @@ def test_save_streams_aligned_external_data(net: onnx.ModelProto, tmp_path: Path
     external = [t for t in stub.graph.initializer if t.data_location == TensorProto.EXTERNAL]
     assert len(external) == len(large.detach(net).weights)
     offsets = [int(next(e.value for e in t.external_data if e.key == "offset")) for t in external]
-    assert all(o % large.DATA_ALIGNMENT == 0 for o in offsets)
+    assert all(o % DATA_ALIGNMENT == 0 for o in offsets)
     onnx.checker.check_model(str(path))
     loaded = read(path)
     before = {t.name: numpy_helper.to_array(t) for t in net.graph.initializer}
