@@ -30,7 +30,7 @@ from onnxprune.evaluate import DataSpec, Runtime, evaluate, open_data
 from onnxprune.evaluate.cost import disk_bytes
 from onnxprune.io import save_model, write_json_atomic
 from onnxprune.large import PROTOBUF_LIMIT
-from onnxprune.load import load, normalize, read
+from onnxprune.load import load, read
 from onnxprune.pipeline.deploying import DeployOptions, check_deploy, export_repo, finish, run_metadata
 from onnxprune.pipeline.ddpg_agent import run_ddpg
 from onnxprune.pipeline.gnnrl import run_gnnrl
@@ -285,8 +285,7 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     return CompressReport(source=str(source), output=saved, agent=agent, metric=metric, target=target, seed=seed,
                           episodes=state.next_episode, data_free=data is None,
                           before=analyze_cost.model_cost(analysis.model),
-                          after=analyze_cost.model_cost(normalize(onnx.load(saved), name=saved.name,
-                                                                  input_shapes=input_shapes, proto_limit=proto_limit)),
+                          after=analyze_cost.model_cost(load(saved, input_shapes=input_shapes, proto_limit=proto_limit)),
                           bytes_before=disk_bytes(source), bytes_after=disk_bytes(saved),
                           accuracy_before=accuracy_before,
                           accuracy_after=100.0 * fixed.accuracy if fixed.accuracy is not None else None,
