@@ -39,14 +39,7 @@ def tiny_classifier(path: Path, *, batch: int | str = "batch", seed: int = 0, cl
         helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
         helper.make_node("Gemm", ["f", "w2", "b2"], ["output"], name="fc", transB=1),
     ]
-    graph = helper.make_graph(
-        nodes, "tiny",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, CHANNELS, SIZE, SIZE])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch, classes])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    onnx.checker.check_model(model)
-    onnx.save_model(model, str(path))
-    return path
+    return _save(path, nodes, inits, "tiny", batch, classes)
 
 
 def two_conv_classifier(path: Path, *, seed: int = 0, classes: int = CLASSES) -> Path:
@@ -64,10 +57,15 @@ def two_conv_classifier(path: Path, *, seed: int = 0, classes: int = CLASSES) ->
         helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
         helper.make_node("Gemm", ["f", "w3", "b3"], ["output"], name="fc", transB=1),
     ]
+    return _save(path, nodes, inits, "two_conv", "batch", classes)
+
+
+def _save(path: Path, nodes: list, inits: list, name: str, batch: int | str, classes: int) -> Path:
+    """Check and save a classifier graph with input ``[batch, 3, 8, 8]`` and output ``[batch, classes]``."""
     graph = helper.make_graph(
-        nodes, "two_conv",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", CHANNELS, SIZE, SIZE])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", classes])], inits)
+        nodes, name,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, CHANNELS, SIZE, SIZE])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch, classes])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     onnx.checker.check_model(model)
     onnx.save_model(model, str(path))

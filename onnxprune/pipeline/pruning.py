@@ -187,10 +187,9 @@ def repair_best(analysis: Analysis, source: str | os.PathLike[str],
     Returns:
         The chosen finalist's position, its model, and the outcome.
     """
-    candidate = repairing_apply(analysis, source, repair)
     plan, accuracy = finalists[0]
     if repair is None:
-        return 0, candidate(plan), RepairOutcome(accuracy, 0.0, False)
+        return 0, prune_model(analysis, plan), RepairOutcome(accuracy, 0.0, False)
     t0 = time.perf_counter()
     feeds = calibration_feeds(source, repair.calib, threads=repair.options.threads)
     results: list[tuple[float, onnx.ModelProto | None]] = []  # (score, repaired model or None: keep as searched)
@@ -210,8 +209,11 @@ def repair_best(analysis: Analysis, source: str | os.PathLike[str],
     value, model = results[index]
     logger.info("finalists re-ranked after %s: %s; chose %d", repair.mode,
                 ", ".join("-" if v is None else f"{100 * v:.2f} %" for v in scores), index)
-    return index, model if model is not None else candidate(finalists[index][0]), RepairOutcome(
-        value if value >= 0 else finalists[index][1], time.perf_counter() - t0, model is not None, tuple(scores))
+    repaired = model is not None
+    if model is None:  # kept as searched: rebuild that candidate (its small calibration set is loaded only now)
+        model = repairing_apply(analysis, source, repair)(finalists[index][0])
+    return index, model, RepairOutcome(
+        value if value >= 0 else finalists[index][1], time.perf_counter() - t0, repaired, tuple(scores))
 
 
 def prune_file(path: str | os.PathLike[str], output: str | os.PathLike[str], *, ratio: float = 0.0,
