@@ -9,7 +9,8 @@
    settle (``--min-time``/``--max-time``); per batch size: the original's and the pruned model's
    medians and their largest difference (target: within 5 %), the ratio's (it cancels host-speed
    drift between processes), each run's verdict, and the CPU share other processes and the
-   hypervisor took meanwhile.
+   hypervisor took meanwhile. Without ``--bench-threads`` bench runs with its own default
+   threads (every CPU but one, at least 1), so the default protocol is what gets measured.
 
 Uses ../shared (pretrained ResNet-56, CIFAR-10 test set) when present, else random weights and
 random images of the same shape. Prints a table and writes JSON (default build/bench_eval.json).
@@ -136,7 +137,8 @@ def repeatability(model: Path, pruned: Path, args: argparse.Namespace, work: Pat
     """
     reports = []
     flags = ["--batch", args.bench_batch, "--runs", str(args.bench_runs), "--min-time", str(args.min_time),
-             "--max-time", str(args.max_time), "--device", "cpu", "--threads", str(args.bench_threads)]
+             "--max-time", str(args.max_time), "--device", "cpu"]
+    flags += ["--threads", str(args.bench_threads)] if args.bench_threads is not None else []  # else bench's default
     flags += ["--no-spin"] if args.no_spin else []
     for i in range(args.repeats):
         out = work / f"bench{i}.json"
@@ -156,6 +158,7 @@ def repeatability(model: Path, pruned: Path, args: argparse.Namespace, work: Pat
                      "verdict": [row["verdict"] for row in per_run], "steal": [row["steal"] for row in per_run],
                      "others": [row["others"] for row in per_run], "seconds": [row["seconds"] for row in per_run]})
     return {"command": ["onnxprune", "bench", "PRUNED", "--baseline", "MODEL", *flags], "rows": rows,
+            "threads": [r["run"]["threads"] for r in reports], "threads_note": reports[0].get("threads_note"),
             "load_average": [r.get("load_average") for r in reports], "warnings": [r.get("warning") for r in reports]}
 
 
@@ -167,6 +170,8 @@ def _spread(name: str, values: list[float]) -> dict[str, Any]:
 def _repeatability_rows(table: Table, rep: dict[str, Any]) -> None:
     """Add the repeatability rows (per batch size) to the summary table."""
     n = len(rep["load_average"])
+    note = f" ({rep['threads_note']})" if rep.get("threads_note") else ""
+    table.add_row("bench threads used" + note, " / ".join(map(str, rep["threads"])), "", "")
     for row in rep["rows"]:
         b = row["batch"]
         stable = sum(v == "stable" for v in row["verdict"])
@@ -194,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--bench-runs", type=int, default=20, help="bench --runs (a floor; --min-time rules)")
     parser.add_argument("--bench-batch", default="1,64", help="bench --batch")
-    parser.add_argument("--bench-threads", type=int, default=None, help="bench --threads (default: --threads)")
+    parser.add_argument("--bench-threads", type=int, default=None,
+                        help="bench --threads (default: none passed, bench's default: every CPU but one)")
     parser.add_argument("--min-time", type=float, default=2.0, help="bench --min-time")
     parser.add_argument("--max-time", type=float, default=10.0, help="bench --max-time")
     parser.add_argument("--no-spin", action="store_true", help="bench --no-spin")
@@ -202,7 +208,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-throughput", action="store_true", help="only the repeatability part")
     parser.add_argument("--json", type=Path, default=ROOT / "build" / "bench_eval.json")
     args = parser.parse_args(argv)
-    args.bench_threads = args.bench_threads or args.threads
     load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-eval-") as tmp:
         work = Path(tmp)
@@ -212,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             tput = throughput(model, data, args.threads, args.rounds, min(args.round_images, args.images))
             tput["cli_eval_s"] = cli_eval_seconds(model, data, args.threads, work)
         rep = repeatability(model, prune_half(model, work), args, work)
-    table = Table(title=f"evaluate benchmark: ResNet-56 ({source}), CPU, {args.threads} threads, {cpu_model()}")
+    table = Table(title=f"evaluate benchmark: ResNet-56 ({source}), CPU, {cpu_model()}, "
+                        f"throughput {args.threads} threads, bench threads below")
     for name in ("measure", "value", "target", "met"):
         table.add_column(name, justify="left" if name == "measure" else "right")
     if tput is not None:

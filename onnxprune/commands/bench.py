@@ -14,7 +14,7 @@ from rich.table import Table
 from onnxprune import pipeline
 from onnxprune.commands._runtime_options import add_runtime_options, progress_bar, run_caption, runtime_from
 from onnxprune.errors import DataError
-from onnxprune.evaluate import BenchResult, Protocol
+from onnxprune.evaluate import BenchResult, Protocol, threads_note
 from onnxprune.evaluate.latency import noise_warning
 from onnxprune.io import write_json_atomic
 
@@ -48,7 +48,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--profile", type=int, nargs="?", const=10, default=None, metavar="TOP",
                         help="profile with ORT and list the TOP op types by time (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
-    add_runtime_options(parser)
+    add_runtime_options(parser, timing=True)
     parser.set_defaults(run=run)
 
 
@@ -78,8 +78,9 @@ def protocol_from(args: argparse.Namespace) -> Protocol:
                     tolerance=args.tolerance)
 
 
-def _footer(result: BenchResult) -> str:
-    text = f"{run_caption(result.run)}\nsession memory {result.memory_mb:.1f} MiB"
+def _footer(result: BenchResult, note: str | None) -> str:
+    text = run_caption(result.run) + (f" ({note})" if note else "")
+    text += f"\nsession memory {result.memory_mb:.1f} MiB"
     if result.baseline_memory_mb is not None:
         text += f" (baseline {result.baseline_memory_mb:.1f} MiB)"
     if result.load_average is not None:
@@ -126,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     """Time the model (and baseline) and print (and optionally save) the results."""
     batches = parse_batches(args.batch)
     protocol = protocol_from(args)
-    runtime = runtime_from(args)
+    runtime = runtime_from(args, timing=True)
     with progress_bar("timing batch sizes") as advance:
         result = pipeline.bench_model(args.model, runtime=runtime, baseline=args.baseline, batches=batches,
                                       protocol=protocol, seed=args.seed,
@@ -135,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
     if not console.is_terminal:  # a log file: no terminal width to fit, keep each row on one line
         console = Console(width=160)
     console.print(_table(result, args.baseline is not None))
-    console.print(_footer(result), highlight=False)
+    note = threads_note(args.threads, result.run.threads)
+    console.print(_footer(result, note), highlight=False)
     if result.profile is not None:
         console.print(_profile_table(result))
     warning = noise_warning(result)
@@ -144,5 +146,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:
         write_json_atomic(args.json, {"command": "bench", "model": str(args.model),
                                       "baseline": None if args.baseline is None else str(args.baseline),
-                                      "batches": list(batches), "runs": args.runs, **result.as_dict()})
+                                      "batches": list(batches), "runs": args.runs, "threads_note": note,
+                                      **result.as_dict()})
     return 0

@@ -79,7 +79,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--finalists", type=int, default=TOP_EPISODES, metavar="N",
                         help=f"with --data and a repair: repair the N best candidates on all of --calib and keep "
                              f"the best-scoring one (1..{TOP_EPISODES}, default {TOP_EPISODES})")
-    parser.add_argument("--threads", type=int, default=None, metavar="N", help="ONNX Runtime intra-op threads")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="ONNX Runtime intra-op threads (default: every CPU to score candidates; every CPU but "
+                             "one, at least 1, to time the --metric/--reward latency table, for repeatable timings)")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the report as JSON")
     add_input_shape_option(parser)
     add_deploy_options(parser, triton=True)
@@ -171,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed, round_to=args.round_to, max_ratio=args.max_ratio, criterion=args.criterion,
             reward=args.reward, data=data, runtime=Runtime(device="cpu", threads=args.threads) if data else None,
             resume=args.resume, on_episode=on_episode, warmup=args.warmup, policy=args.policy, repair=repair,
-            finalists=args.finalists,
+            finalists=args.finalists, latency_threads=args.threads,
             input_shapes=parse_input_shapes(args.input_shape), deploy=deploy)
     console.print(_table(report))
     console.print(_widths(report))

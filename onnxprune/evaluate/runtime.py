@@ -81,6 +81,42 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def timing_threads(requested: int | None, cpus: int | None = None) -> int:
+    """Intra-op threads for a latency measurement: ``requested``, else every CPU but one (at least 1).
+
+    Timed threads that occupy every CPU compete with the OS (and anything else) for each of
+    them, so latency stops repeating. On a 2-vCPU VM (``tools/bench_eval.py --skip-throughput
+    --images 100``: 3 separate ``bench`` processes timing ResNet-56 and its 50 %-pruned version)
+    2 threads gave medians 7-16 % apart and 1 of 6 rows stable; 1 thread gave every median and
+    ratio within 5 % (ratios 0.3 % and 2.3 % apart) and 6 of 6 rows stable. Accuracy scoring and
+    throughput keep every CPU (:class:`Runtime`'s default); only timings use this rule.
+
+    Args:
+        requested: The user's ``--threads`` (``None``: not given). Returned as is when given.
+        cpus: CPUs this process may use (``None``: :func:`available_cpus`, which honours affinity).
+    """
+    if requested is not None:
+        return requested
+    return max(1, (available_cpus() if cpus is None else cpus) - 1)
+
+
+def threads_note(requested: int | None, used: int, cpus: int | None = None) -> str | None:
+    """A caption line when :func:`timing_threads` left CPUs free; ``None`` when the user chose the count.
+
+    Args:
+        requested: The user's ``--threads`` (``None``: not given).
+        used: The threads the measurement used.
+        cpus: CPUs this process may use (``None``: :func:`available_cpus`).
+    """
+    cpus = available_cpus() if cpus is None else cpus
+    if requested is not None or used >= cpus:
+        return None
+    free = cpus - used
+    left = "one left" if free == 1 else f"{free} left"
+    return (f"{used} of {cpus} CPUs: {left} to the OS for repeatable timings; "
+            f"--threads {cpus} to use all")
+
+
 @dataclass(frozen=True)
 class RunInfo:
     """Where a measurement ran: stated next to every accuracy and latency figure.
@@ -219,7 +255,8 @@ class Runtime:
         Args:
             device: ``auto`` (CUDA when onnxruntime-gpu and a GPU are present, else CPU),
                 ``cpu``, ``cuda`` or ``tensorrt`` (TensorRT EP, then CUDA, then CPU).
-            threads: Intra-op thread count; ``None`` uses every CPU available to the process.
+            threads: Intra-op thread count; ``None`` uses every CPU available to the process
+                (latency measurements pass :func:`timing_threads` instead, which leaves one free).
             optimize: ``False`` disables ORT's graph optimizations, so that each graph runs as
                 written (e.g. to compare two graphs without ORT fusing BatchNorm into Conv).
             spin: Let idle intra-op threads busy-wait (ORT's default). ``False`` makes them

@@ -26,7 +26,7 @@ from onnxprune.analyze import cost as analyze_cost
 from onnxprune.analyze.cost import Cost
 from onnxprune.analyze.importance import weight_importance
 from onnxprune.errors import DataError, OutputError, PlanError
-from onnxprune.evaluate import DataSpec, Runtime, evaluate, open_data
+from onnxprune.evaluate import DataSpec, Runtime, evaluate, open_data, timing_threads
 from onnxprune.evaluate.cost import disk_bytes
 from onnxprune.io import save_model, write_json_atomic
 from onnxprune.large import PROTOBUF_LIMIT
@@ -192,7 +192,8 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
                   policy: str | os.PathLike[str] | None = None, ppo: PPOConfig | None = None,
                   input_shapes: Mapping[str, Sequence[int]] | None = None,
                   deploy: DeployOptions | None = None, repair: RepairSettings | None = None,
-                  proto_limit: int = PROTOBUF_LIMIT, finalists: int = TOP_EPISODES) -> CompressReport:
+                  proto_limit: int = PROTOBUF_LIMIT, finalists: int = TOP_EPISODES,
+                  latency_threads: int | None = None) -> CompressReport:
     """Search per-group ratios meeting ``target`` and save the best pruned model to ``output``.
 
     The best candidate so far is always at ``output`` and the search state at
@@ -204,7 +205,10 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     only if it scores at least as well on ``data``; ``repair.candidate_images`` also repairs every
     candidate on that many calibration images before it is scored. With data and a repair, the
     ``finalists`` best candidates (distinct plans) are all repaired and the best-scoring one is saved. Models above ``proto_limit``
-    (protobuf's 2 GiB) go through every step in parts (:mod:`onnxprune.large`).
+    (protobuf's 2 GiB) go through every step in parts (:mod:`onnxprune.large`). The latency
+    table (``latency`` metric or reward) is timed on ``runtime``'s device with ``latency_threads``
+    intra-op threads (``None``: :func:`~onnxprune.evaluate.timing_threads`, every CPU but one);
+    ``runtime`` keeps its own threads for scoring.
     """
     source, target_path = Path(path).resolve(), Path(output).resolve()
     if source == target_path:
@@ -221,8 +225,9 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     started = time.perf_counter()
     analysis = analyze(load(source, input_shapes=input_shapes, proto_limit=proto_limit))
     latency = None
-    if "latency" in (metric, reward):  # per-layer table measured on this runtime, cached beside the output
-        latency = LatencyModel(analysis, measure_table(analysis, runtime or Runtime(device="cpu"), round_to=round_to,
+    if "latency" in (metric, reward):  # per-layer table timed on this machine, cached beside the output
+        timer = Runtime(device=runtime.device if runtime else "cpu", threads=timing_threads(latency_threads))
+        latency = LatencyModel(analysis, measure_table(analysis, timer, round_to=round_to,
                                                        cache=target_path.with_name(target_path.name + ".latency.json")))
     space = SearchSpace.build(analysis, weight_importance(analysis, criterion), max_ratio=max_ratio,
                               round_to=round_to, latency=latency)

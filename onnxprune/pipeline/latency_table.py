@@ -91,7 +91,8 @@ def measure_table(analysis: Analysis, runtime: Runtime, *, cache: Path | None = 
 
     Args:
         analysis: The analyzed model.
-        runtime: Where to time (device, threads).
+        runtime: Where to time (device, threads; give it :func:`~onnxprune.evaluate.timing_threads`
+            threads, as ``compress`` does, so that one CPU stays free for the OS).
         cache: JSON file to read reusable entries from and to write the table to.
         fractions: Kept fractions of the channels measured per axis.
         round_to: Round the measured widths like the search does.
