@@ -151,7 +151,7 @@ def test_drift_that_hits_both_models_leaves_the_ratio_settled() -> None:
                          run=RunInfo("CPUExecutionProvider", "1", "cpu", 2, "cpu"), load_average=(3.0, 3.5), cpus=2)
     warning = noise_warning(result)
     assert warning == ("unstable latency, the host was noisy (load average 3.0 on 2 CPUs): batch 1: "
-                       f"{row.reason}; rerun, or try --threads 1 or a longer --max-time")
+                       f"{row.reason}; rerun, or try fewer --threads, --no-spin or a longer --max-time")
     report = result.as_dict()
     assert report["unstable"] == [1] and report["warning"] == warning
     assert report["rows"][0]["verdict"] == "unstable" and report["protocol"]["max_time"] == 0.3

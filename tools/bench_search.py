@@ -35,7 +35,7 @@ from models.export import export_onnx  # noqa: E402
 from models.resnet_cifar import resnet_cifar  # noqa: E402
 from onnxprune import pipeline  # noqa: E402
 from onnxprune.analyze import analyze  # noqa: E402
-from onnxprune.evaluate import DataSpec, Runtime, make_preprocess  # noqa: E402
+from onnxprune.evaluate import DataSpec, Runtime, make_preprocess, timing_threads  # noqa: E402
 from onnxprune.io import save_model  # noqa: E402
 from onnxprune.load import load  # noqa: E402
 from onnxprune.rewrite import prune_model  # noqa: E402
@@ -62,6 +62,19 @@ def _repair_settings(args: argparse.Namespace) -> Any:
                           options=ReconstructOptions(threads=args.threads))
 
 
+def _ppo_config(text: str) -> Any:
+    """``PPOConfig`` from ``key=value,key=value`` overrides of its defaults."""
+    from onnxprune.search.ppo import PPOConfig
+
+    defaults = PPOConfig()
+    values: dict[str, Any] = {}
+    for item in filter(None, text.split(",")):
+        key, _, raw = item.partition("=")
+        kind = type(getattr(defaults, key))
+        values[key] = raw.lower() in ("1", "true", "yes") if kind is bool else kind(raw)
+    return PPOConfig(**values)
+
+
 def _run_agent(src: Path, tmp: Path, agent: str, episodes: int, args: argparse.Namespace,
                calib: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     prep = make_preprocess("cifar")
@@ -78,6 +91,8 @@ def _run_agent(src: Path, tmp: Path, agent: str, episodes: int, args: argparse.N
         stamps.append(time.perf_counter())
         seen.append(100.0 * episode.accuracy)
 
+    if agent == "gnnrl" and args.ppo:
+        extra["ppo"] = _ppo_config(args.ppo)
     report = pipeline.compress_file(src, out, target=args.target, agent=agent, episodes=episodes, seed=args.seed,
                                     data=val, runtime=runtime, on_episode=on_episode, **extra)
     repair_s = float(getattr(report, "repair_seconds", 0.0) or 0.0)
@@ -88,7 +103,8 @@ def _run_agent(src: Path, tmp: Path, agent: str, episodes: int, args: argparse.N
         fixed, _ = pipeline.repair_pruned(analysis, report.best.plan, prune_model(analysis, report.best.plan),
                                           calib, mode="reconstruct", options=ReconstructOptions(threads=args.threads))
         out = save_model(fixed, tmp / f"{agent}.rec.onnx")
-    bench = pipeline.bench_model(out, runtime=runtime, baseline=src, batches=(args.bench_batch,),
+    timing = Runtime(device="cpu", threads=timing_threads(None))  # bench's default: one CPU left to the OS
+    bench = pipeline.bench_model(out, runtime=timing, baseline=src, batches=(args.bench_batch,),
                                  runs=args.bench_runs)
     row = {"agent": agent, "episodes": report.episodes, "search_s": search_s, "per_episode_s": per_episode,
            "val_top1_searched": 100.0 * report.best.accuracy if report.best.accuracy is not None else None,
@@ -169,6 +185,8 @@ def main() -> int:
     parser.add_argument("--candidate-images", type=int, default=128,
                         help="reconstruct every candidate on this many of them before scoring (0: final only)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ppo", default="", metavar="K=V,...",
+                        help="PPOConfig overrides for gnnrl, e.g. mirrored=true,minibatches=1")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--bench-batch", type=int, default=32)
     parser.add_argument("--bench-runs", type=int, default=30)

@@ -335,7 +335,8 @@ def noise_warning(result: BenchResult) -> str | None:
     why = "; ".join(f"batch {row.batch}: {row.reason}" for row in noisy)
     load = f" (load average {result.load_average[0]:.1f} on {result.cpus} CPUs)" if result.load_average else ""
     busy = any("CPU time" in (row.reason or "") for row in noisy)
-    advice = "rerun when the host is quiet" if busy else "rerun, or try --threads 1 or a longer --max-time"
+    advice = ("rerun when the host is quiet" if busy
+              else "rerun, or try fewer --threads, --no-spin or a longer --max-time")
     return f"unstable latency, the host was noisy{load}: {why}; {advice}"
 
 

@@ -155,3 +155,21 @@ def test_group_permutation_permutes_the_action_distribution(models: dict[str, Pa
     torch.testing.assert_close(pdist.mean, dist.mean[torch.as_tensor(perm)], atol=1e-5, rtol=0)
     torch.testing.assert_close(pdist.stddev, dist.stddev[torch.as_tensor(perm)], atol=1e-5, rtol=0)
     torch.testing.assert_close(pvalue, value, atol=1e-5, rtol=0)
+
+
+def test_mirrored_episodes_share_negated_noise(models: dict[str, Path]) -> None:
+    env = _cheap_env(analyze(load(models["resnet20"])), 0.5)
+    config = replace(FAST, steps=1, episodes_per_update=4, mirrored=True, init_std=0.1)
+    requested: list[np.ndarray] = []
+    ppo_search(env, 4, seed=3, config=config, on_episode=lambda e, *_: requested.append(np.array(e.requested)))
+    a = np.stack(requested)  # one rollout: the policy (its mean m) is the same for all four episodes
+    inside = np.all((a > 0.0) & (a < env.space.max_ratio), axis=0)  # entries the [0, max_ratio] clip left alone
+    assert inside.sum() >= len(env.space) // 2
+    # episodes (0, 1) and (2, 3) are pairs m + s z, m - s z: each pair averages to m; the pairs' noises differ
+    np.testing.assert_allclose((a[0] + a[1])[inside], (a[2] + a[3])[inside], atol=1e-6)
+    assert np.abs(a[0] - a[2])[inside].max() > 1e-3
+    plain: list[np.ndarray] = []
+    ppo_search(env, 2, seed=3, config=replace(config, mirrored=False),
+               on_episode=lambda e, *_: plain.append(np.array(e.requested)))
+    np.testing.assert_allclose(plain[0], a[0], atol=1e-7)  # the first episode draws as without mirroring
+    assert np.abs((plain[0] + plain[1] - a[0] - a[1])[inside]).max() > 1e-3
