@@ -57,6 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--policy", type=Path, default=None, metavar="AGENT_PT",
                         help="gnnrl/amc/agmc: start from an agent trained on another model (its <out>.agent.pt; "
                              "amc/agmc then skip the random warm-up unless --warmup is given)")
+    parser.add_argument("--agmc-pool", choices=("mean", "diffpool"), default="mean",
+                        help="agmc: graph pooling of the encoder (mean: GCN + Mean Pool, default; diffpool: "
+                             "GCN + DiffPool re-run on the pruned graph at every step, AGMC's choice for large graphs)")
     parser.add_argument("--episodes", type=int, default=30, metavar="N", help="candidates to evaluate")
     parser.add_argument("--warmup", type=int, default=None, metavar="N",
                         help="amc/agmc: random-action episodes before DDPG learns (default min(100, episodes // 3))")
@@ -117,7 +120,8 @@ def _repair(args: argparse.Namespace) -> RepairSettings | None:
 
 
 def _table(report: CompressReport) -> Table:
-    table = cost_table(f"{Path(report.source).name} -> {report.output.name} ({report.agent}, "
+    agent = report.agent if report.agmc_pool is None else f"{report.agent} {report.agmc_pool}"
+    table = cost_table(f"{Path(report.source).name} -> {report.output.name} ({agent}, "
                        f"{report.episodes} episodes, {report.search_seconds:.1f} s)",
                        report.before, report.after, report.bytes_before, report.bytes_after)
     if report.latency_ms is not None:
@@ -174,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
             reward=args.reward, data=data, runtime=Runtime(device="cpu", threads=args.threads) if data else None,
             resume=args.resume, on_episode=on_episode, warmup=args.warmup, policy=args.policy, repair=repair,
             finalists=args.finalists, latency_threads=args.threads,
-            input_shapes=parse_input_shapes(args.input_shape), deploy=deploy)
+            input_shapes=parse_input_shapes(args.input_shape), deploy=deploy, agmc_pool=args.agmc_pool)
     console.print(_table(report))
     console.print(_widths(report))
     console.print(f"removed {report.achieved:.1%} of {report.metric} (target {report.target:.0%}); "

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 from torch_geometric.nn import DenseGCNConv, GCNConv, dense_diff_pool, global_mean_pool
-from torch_geometric.utils import scatter
+from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
 from onnxprune.embed.init import reset_parameters_
 
@@ -34,6 +34,31 @@ def _gcn_stack(in_dim: int, hidden: int, out_dim: int, layers: int) -> nn.Module
 def _run(convs: nn.ModuleList, x: Tensor, *args: Tensor) -> Tensor:
     for i, conv in enumerate(convs):
         x = conv(x, *args)
+        if i < len(convs) - 1:
+            x = torch.relu(x)
+    return x
+
+
+def _adjacency(edge_index: Tensor, n: int, *, normalize: bool) -> Tensor:
+    """Sparse ``[N, N]`` matrix ``A[dst, src]``: GCN's ``D^-1/2 (A + I) D^-1/2`` or the plain 0/1 adjacency."""
+    if normalize:
+        index, weight = gcn_norm(edge_index, None, n, add_self_loops=True)
+    else:
+        index, weight = edge_index, torch.ones(edge_index.size(1))
+    return torch.sparse_coo_tensor(index.flip(0), weight.float(), (n, n), check_invariants=False).coalesce()
+
+
+def _spmm(adj: Tensor, x: Tensor) -> Tensor:
+    """``adj @ x`` for ``x [..., N, F]`` (leading dims: graphs of one topology) as one sparse product."""
+    n, f = x.shape[-2:]
+    flat = x.reshape(-1, n, f).transpose(0, 1).reshape(n, -1)
+    return (adj @ flat).reshape(n, -1, f).transpose(0, 1).reshape(x.shape[:-1] + (f,))
+
+
+def _run_sparse(convs: nn.ModuleList, x: Tensor, adj: Tensor) -> Tensor:
+    """:func:`_run` of :class:`GCNConv` layers with the normalized adjacency ``adj`` given (batched ``x``)."""
+    for i, conv in enumerate(convs):
+        x = _spmm(adj, conv.lin(x)) + conv.bias
         if i < len(convs) - 1:
             x = torch.relu(x)
     return x
@@ -85,8 +110,9 @@ class DiffPoolEncoder(nn.Module):
         \mathbf{M} = \mathrm{softmax}(\mathrm{GCN}_{pool}(\mathbf{A}, \mathbf{X})), \quad
         \mathbf{X}' = \mathbf{M}^\top \mathbf{Z}, \quad \mathbf{A}' = \mathbf{M}^\top \mathbf{A} \mathbf{M}
 
-    The first level stays sparse (:math:`\mathbf{A}\mathbf{M}` by scatter, never an
-    :math:`N \times N` matrix), later levels are dense; the last level has one cluster, so
+    The first level stays sparse (its GCN propagation and :math:`\mathbf{A}\mathbf{M}` are sparse
+    matrix products, one for a whole batch of graphs; never a dense :math:`N \times N` matrix),
+    later levels are dense; the last level has one cluster, so
     :math:`\mathbf{g} = \mathbf{W}_o \sum_k \mathrm{GCN}_{embed}(\mathbf{A}, \mathbf{X})_k`.
     Link loss :math:`\lVert \mathbf{A} - \mathbf{M}\mathbf{M}^\top \rVert_F / N^2` (computed
     sparsely) and entropy loss :math:`\frac{1}{N}\sum_i H(\mathbf{M}_i)` are summed over levels.
@@ -100,10 +126,13 @@ class DiffPoolEncoder(nn.Module):
         generator: Seeds the parameters.
 
     Shapes:
-        - **input:** node features :math:`(|\mathcal{V}|, F)`, edge indices :math:`(2, |\mathcal{E}|)`
-          of one graph (give both directions, no duplicates)
-        - **output:** :class:`EncoderOutput`: nodes :math:`(|\mathcal{V}|, F')` (first-level
-          embeddings), graph :math:`(1, F')`, scalar losses
+        - **input:** node features :math:`(|\mathcal{V}|, F)` or :math:`(B, |\mathcal{V}|, F)` (``B``
+          graphs of one topology), edge indices :math:`(2, |\mathcal{E}|)` of one graph (give both
+          directions, no duplicates)
+        - **output:** :class:`EncoderOutput`: nodes :math:`([B,] |\mathcal{V}|, F')` (first-level
+          embeddings), graph :math:`(B, F')` (:math:`B = 1` for one graph), scalar losses (for a
+          batch, as :func:`~torch_geometric.nn.dense_diff_pool`: link norm over the batch / :math:`B N^2`,
+          entropy averaged)
     """
 
     def __init__(self, in_dim: int, hidden: int = 64, out_dim: int = 64, clusters: tuple[int, ...] = (32, 4),
@@ -121,21 +150,25 @@ class DiffPoolEncoder(nn.Module):
         reset_parameters_(self, generator)
 
     def _sparse_pool(self, x: Tensor, edge_index: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        z = _run(self.embed0, x, edge_index)
-        s = torch.softmax(_run(self.pool0, x, edge_index), dim=-1)
-        row, col = edge_index
-        a_s = scatter(s[col], row, dim=0, dim_size=x.size(0), reduce="sum")  # A M
-        adj = s.t() @ a_s  # M^T A M
-        x_next = s.t() @ z
-        sq = edge_index.size(1) - 2.0 * torch.trace(adj) + (s.t() @ s).pow(2).sum()
-        link = sq.clamp(min=0.0).sqrt() / float(x.size(0)) ** 2
+        """First level on ``x [..., N, F]`` (leading dims: graphs of one topology); losses over the batch."""
+        norm = _adjacency(edge_index, x.size(-2), normalize=True)
+        z = _run_sparse(self.embed0, x, norm)
+        s = torch.softmax(_run_sparse(self.pool0, x, norm), dim=-1)
+        a_s = _spmm(_adjacency(edge_index, x.size(-2), normalize=False), s)  # A M
+        st = s.transpose(-1, -2)
+        adj = st @ a_s  # M^T A M
+        x_next = st @ z
+        sq = edge_index.size(1) - 2.0 * adj.diagonal(dim1=-2, dim2=-1).sum(-1) + (st @ s).pow(2).sum((-2, -1))
+        graphs = float(sq.numel())  # as dense_diff_pool: norm over the batch / (B N^2)
+        link = sq.clamp(min=0.0).sum().sqrt() / (graphs * float(x.size(-2)) ** 2)
         entropy = (-s * torch.log(s + EPS)).sum(dim=-1).mean()
         return z, x_next, adj, link, entropy
 
     def forward(self, x: Tensor, edge_index: Tensor) -> EncoderOutput:
-        """Pool the graph level by level down to one vector."""
+        """Pool the graph level by level down to one vector (``x [B, N, F]``: ``B`` graphs of one topology)."""
         z, h, adj, link, entropy = self._sparse_pool(x, edge_index)
-        h, adj = h.unsqueeze(0), adj.unsqueeze(0)
+        if x.dim() == 2:
+            h, adj = h.unsqueeze(0), adj.unsqueeze(0)
         for embed, pool in zip(self.embed, self.pool):
             zl = torch.relu(embed(h, adj))
             h, adj, lk, ent = dense_diff_pool(zl, adj, pool(h, adj))

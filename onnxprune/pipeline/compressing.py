@@ -43,7 +43,7 @@ from onnxprune.search.latency import LatencyModel
 from onnxprune.search.ppo import PPOConfig
 from onnxprune.search.reward import reward_fn
 from onnxprune.search.space import SearchSpace
-from onnxprune.search.states import STATE_KINDS
+from onnxprune.search.states import AGMC_POOLS, STATE_KINDS
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ class CompressReport:
         accuracy_unrepaired: The chosen candidate's searched score (percent) when a repair followed.
         repair_seconds: Time of the final repair and re-ranking.
         finalists: ``(episode, searched %, repaired %)`` of each finalist re-ranked by the final repair.
+        agmc_pool: The ``agmc`` encoder's graph pooling (``mean`` / ``diffpool``), ``None`` for other agents.
     """
 
     source: str
@@ -108,6 +109,7 @@ class CompressReport:
     accuracy_unrepaired: float | None = None
     repair_seconds: float = 0.0
     finalists: tuple[tuple[int, float | None, float | None], ...] = ()
+    agmc_pool: str | None = None
 
     @property
     def achieved(self) -> float:
@@ -130,7 +132,8 @@ class CompressReport:
                 "best": self.best.to_json(), "latency_ms": list(self.latency_ms) if self.latency_ms else None,
                 "triton_dir": str(self.triton_dir) if self.triton_dir else None,
                 "accuracy_unrepaired": self.accuracy_unrepaired, "repair_seconds": self.repair_seconds,
-                "finalists": [{"episode": i, "searched": a, "repaired": b} for i, a, b in self.finalists]}
+                "finalists": [{"episode": i, "searched": a, "repaired": b} for i, a, b in self.finalists],
+                "agmc_pool": self.agmc_pool}
 
 
 AGENTS: tuple[str, ...] = ("uniform", "random", *STATE_KINDS, "gnnrl")
@@ -193,7 +196,7 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
                   input_shapes: Mapping[str, Sequence[int]] | None = None,
                   deploy: DeployOptions | None = None, repair: RepairSettings | None = None,
                   proto_limit: int = PROTOBUF_LIMIT, finalists: int = TOP_EPISODES,
-                  latency_threads: int | None = None) -> CompressReport:
+                  latency_threads: int | None = None, agmc_pool: str = "mean") -> CompressReport:
     """Search per-group ratios meeting ``target`` and save the best pruned model to ``output``.
 
     The best candidate so far is always at ``output`` and the search state at
@@ -208,7 +211,8 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     (protobuf's 2 GiB) go through every step in parts (:mod:`onnxprune.large`). The latency
     table (``latency`` metric or reward) is timed on ``runtime``'s device with ``latency_threads``
     intra-op threads (``None``: :func:`~onnxprune.evaluate.timing_threads`, every CPU but one);
-    ``runtime`` keeps its own threads for scoring.
+    ``runtime`` keeps its own threads for scoring. ``agmc_pool`` picks the ``agmc`` encoder's
+    graph pooling (``mean`` or ``diffpool``).
     """
     source, target_path = Path(path).resolve(), Path(output).resolve()
     if source == target_path:
@@ -218,6 +222,8 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     if policy is not None and agent not in ("gnnrl", *STATE_KINDS):
         raise PlanError(f"--policy is read by the gnnrl, amc and agmc agents, not {agent}; change --agent "
                         "or drop --policy")
+    if agmc_pool not in AGMC_POOLS or (agmc_pool != "mean" and agent != "agmc"):
+        raise PlanError(f"--agmc-pool {agmc_pool}: use one of {', '.join(AGMC_POOLS)}, with --agent agmc only")
     deploy = deploy or DeployOptions()
     repair = disjoint_calibration(repair, data)
     original = read(source, interface_only=True, proto_limit=proto_limit)  # models above 2 GiB: in parts
@@ -247,6 +253,8 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
         config["warmup"] = (0 if policy is not None else default_warmup(episodes)) if warmup is None else warmup
         if policy is not None:
             config["policy"] = str(Path(policy).resolve())
+    if agent == "agmc" and agmc_pool != "mean":  # absent for mean: checkpoints from before the option resume
+        config["agmc_pool"] = agmc_pool
     if agent == "gnnrl":  # the agent file is part of the run: a resume must name the same one
         config["policy"] = str(Path(policy).resolve()) if policy is not None else None
         config["ppo"] = asdict(ppo or PPOConfig())
@@ -265,7 +273,7 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     elif agent in STATE_KINDS:  # DDPG on AMC's handcrafted state or AGMC's encoder-decoder state
         state = run_ddpg(env, agent, episodes, seed=seed, output=target_path, state=state, on_episode=record,
                          config=DDPGConfig(warmup=int(config["warmup"])),
-                         policy=Path(policy) if policy is not None else None)
+                         policy=Path(policy) if policy is not None else None, pool=agmc_pool)
     elif agent == "gnnrl":  # PPO over the m-GNN policy; the agent is saved as <output>.agent.pt
         state = run_gnnrl(env, episodes, seed=seed, output=target_path, run=config, resume=resume,
                           policy=Path(policy) if policy is not None else None, config=ppo, on_episode=record)
@@ -299,7 +307,8 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
                           groups=widths, search_seconds=time.perf_counter() - started, best=best,
                           triton_dir=triton_dir, latency_ms=latency_ms,
                           finalists=tuple((e.index, _percent(e.accuracy), _percent(v))
-                                          for e, v in zip(pool, fixed.finalists)))
+                                          for e, v in zip(pool, fixed.finalists)),
+                          agmc_pool=agmc_pool if agent == "agmc" else None)
 
 
 def _percent(value: float | None) -> float | None:

@@ -39,7 +39,7 @@ def read_policy(path: Path) -> DDPGPolicy:
 
 def run_ddpg(env: CompressionEnv[Any], kind: str, episodes: int, *, seed: int, output: Path, config: DDPGConfig,
              state: SearchState | None = None, policy: Path | None = None,
-             on_episode: OnEpisode | None = None) -> SearchState:
+             on_episode: OnEpisode | None = None, pool: str = "mean") -> SearchState:
     """Run DDPG on the ``kind`` state (``amc`` or ``agmc``) and save the trained agent next to ``output``.
 
     Args:
@@ -52,15 +52,16 @@ def run_ddpg(env: CompressionEnv[Any], kind: str, episodes: int, *, seed: int, o
         state: A checkpointed search state to resume from (its agent wins over ``policy``).
         policy: A ``<out>.agent.pt`` of an earlier run of the same kind to start from.
         on_episode: Called after every episode.
+        pool: ``agmc``'s graph pooling, ``mean`` or ``diffpool`` (a ``--policy`` must have the same).
 
     Returns:
         The final search state.
     """
-    states = make_states(kind, env, seed=seed)
+    states = make_states(kind, env, seed=seed, pool=pool)
     transfer = None
     if policy is not None:
         transfer = read_policy(policy)
-        transfer.check(kind, states.dim, f"--policy {policy}")
+        transfer.check(kind, states.dim, f"--policy {policy}", pool=states.pool)
     final = ddpg_search(env, states, episodes, seed=seed, agent=kind, config=config, state=state,
                         on_episode=on_episode, policy=transfer)
     target = agent_path(output)

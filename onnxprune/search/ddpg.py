@@ -14,10 +14,12 @@ Read top to bottom:
    then one update per step. With the ``agmc`` state the critic's loss also trains the
    encoder-decoder (``train_encoder``): the replayed states are rebuilt from their memos by the
    current encoder (with gradients) and the next states by a target copy of it (soft-updated like
-   the other targets); the actor sees the states detached, so only the critic shapes the
-   embedding. After every episode the whole agent (weights, optimizers, replay,
-   random generators) is saved in the :class:`~onnxprune.search.baselines.SearchState`, so a
-   resumed run continues exactly as the uninterrupted one would.
+   the other targets), and a DiffPool encoder's auxiliary loss (link prediction + entropy of the
+   replayed batch) is added to the critic's loss for the encoder; the actor sees the states
+   detached, so only the critic shapes the embedding. After every episode the whole agent
+   (weights, optimizers, replay, random generators) is saved in the
+   :class:`~onnxprune.search.baselines.SearchState`, so a resumed run continues exactly as the
+   uninterrupted one would.
 
 Randomness comes only from the generators built from the run's seed: ``torch.Generator`` for
 the initial weights, ``np.random.Generator`` for warm-up actions, noise and replay sampling.
@@ -207,23 +209,27 @@ class DDPGAgent:
         return truncated_normal(self.greedy(state), noise_sigma(self.config, episode), 0.0, self.max_ratio,
                                 self.rng)
 
-    def _batch(self) -> tuple[Tensor, ...]:
-        """A replayed batch; with a trained encoder, ``s`` re-encoded (with gradients) and ``s'`` by its target."""
+    def _batch(self) -> tuple[tuple[Tensor, ...], Tensor | None]:
+        """A replayed batch and the encoder's auxiliary loss (``None``: none).
+
+        With a trained encoder, ``s`` is re-encoded (with gradients) and ``s'`` by its target.
+        """
         idx = self.buffer.draw(self.config.batch_size, self.rng)
         s, a, r, s2, done = self.buffer.take(idx)
+        aux = None
         if self.net_opt is not None and self.states is not None and self.net is not None:
             memo, next_memo = self.buffer.take_memos(idx)
-            s = self.states.encode(memo, self.net)
+            s, aux = self.states.encode_with_loss(memo, self.net)
             with torch.no_grad():
                 s2 = self.states.encode(next_memo, self.net_target)
-        return s, a, r, s2, done
+        return (s, a, r, s2, done), aux
 
     def update(self) -> tuple[float, float] | None:
         """One gradient step of critic (and encoder) and actor, soft target updates; ``(critic, actor)`` losses."""
         cfg = self.config
         if self.buffer.size < cfg.batch_size:
             return None
-        s, a, r, s2, done = self._batch()
+        (s, a, r, s2, done), aux = self._batch()
         mean = float(r.mean())
         self.baseline = mean if self.baseline is None else self.baseline + cfg.baseline_alpha * (mean - self.baseline)
         with torch.no_grad():
@@ -232,7 +238,7 @@ class DDPGAgent:
         self.critic_opt.zero_grad()
         if self.net_opt is not None:
             self.net_opt.zero_grad()
-        critic_loss.backward()
+        (critic_loss if aux is None else critic_loss + aux).backward()  # aux reaches only the encoder
         self.critic_opt.step()
         if self.net_opt is not None:
             self.net_opt.step()
@@ -283,7 +289,7 @@ class DDPGAgent:
                  if n in self._modules()]
         networks = {n: copy.deepcopy(self._modules()[n].state_dict()) for n in names}
         return DDPGPolicy(kind=kind, state_dim=self.actor.net[0].in_features, config=asdict(self.config),
-                          networks=networks)
+                          networks=networks, pool=self.states.pool if self.states is not None else None)
 
     def load_policy(self, policy: DDPGPolicy, source: str) -> None:
         """Start from ``policy``'s networks; optimizers and replay stay fresh.
@@ -291,6 +297,10 @@ class DDPGAgent:
         A policy whose encoder was not trained has no ``net_target``: the target starts as its ``net``.
         """
         nets = policy.networks
+        pool = self.states.pool if self.states is not None else None
+        if pool is not None and policy.pool != pool:
+            raise PlanError(f"{source} was trained with --agmc-pool {policy.pool}, not {pool}; pass --agmc-pool "
+                            f"{policy.pool} or a policy from an --agmc-pool {pool} run")
         try:
             for name, module in self._modules().items():
                 if name.endswith("_opt"):

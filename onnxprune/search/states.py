@@ -7,7 +7,9 @@ then :meth:`state` for group ``t`` given the actions of groups ``0 .. t-1``, cal
 a_{t-1})``, each column divided by its maximum over the groups (:meth:`CompressionEnv.state`).
 
 ``agmc``: the model's flat computational graph, with the current keep ratios in its node
-features, is embedded by a GCN + Mean Pool encoder; an LSTM decoder gives
+features, is embedded by a GCN + Mean Pool encoder (``pool="mean"``, default; or by DiffPool,
+``pool="diffpool"``, :mod:`onnxprune.search.agmc_diffpool`, whose graph vector of the graph as
+pruned so far also enters every decoder step); an LSTM decoder gives
 ``s_t = Dec(s_{t-1}, a_{t-1})``, started from the unpruned graph vector ``g`` and fed the group's
 pooled node embedding as context; the state is ``[s_t, p_t]`` with ``p_t`` the mean embedding
 of the feature maps carrying group ``t``'s channels (divided by its per-column maximum on the
@@ -17,8 +19,9 @@ The encoder and decoder (:class:`~onnxprune.search.agmc_net.AGMCNet`, seeded) ar
 to end through the DDPG critic's loss (:class:`~onnxprune.search.ddpg.DDPGConfig` ``train_encoder``).
 For that every state also has a compact *memo* (:meth:`StateBuilder.memo`: step, previous
 action, decoder state, keep vector) from which :meth:`StateBuilder.encode` rebuilds a batch of
-replayed states with gradients; the graph's topology is fixed per model, so the replay buffer
-stores no graphs.
+replayed states with gradients (:meth:`StateBuilder.encode_with_loss` adds the encoder's
+auxiliary loss: DiffPool's link prediction + entropy terms); the graph's topology is fixed per
+model, so the replay buffer stores no graphs.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from torch import Tensor, nn
 from onnxprune.embed import flat_data
 from onnxprune.errors import PlanError
 from onnxprune.graph import build_graph
+from onnxprune.search.agmc_diffpool import AGMCDiffPoolNet, DiffPoolGraph
 from onnxprune.search.agmc_net import AGMCNet, GraphTensors, make_memo
 from onnxprune.search.env import CompressionEnv
 from onnxprune.search.space import SearchSpace
@@ -41,11 +45,19 @@ from onnxprune.search.space import SearchSpace
 logger = logging.getLogger(__name__)
 
 
+#: State builders the DDPG agents are named after.
+STATE_KINDS: tuple[str, ...] = ("amc", "agmc")
+#: Graph poolings of the ``agmc`` encoder.
+AGMC_POOLS: tuple[str, ...] = ("mean", "diffpool")
+
+
 class StateBuilder(Protocol):
     """Gives the state of group ``t`` from the earlier actions of the episode."""
 
     #: The trainable encoder-decoder behind the states (``None``: handcrafted features).
     net: nn.Module | None
+    #: Its graph pooling (``mean`` / ``diffpool``; ``None``: handcrafted features).
+    pool: str | None
 
     @property
     def dim(self) -> int:
@@ -67,11 +79,15 @@ class StateBuilder(Protocol):
     def encode(self, memo: Tensor, net: nn.Module) -> Tensor:
         """``[B, dim]`` states of ``[B, memo_dim]`` memos computed by ``net`` (a copy of :attr:`net`)."""
 
+    def encode_with_loss(self, memo: Tensor, net: nn.Module) -> tuple[Tensor, Tensor | None]:
+        """:meth:`encode`'s states and the encoder's auxiliary training loss (``None``: it has none)."""
+
 
 class AMCStates:
     """AMC's handcrafted state (normalized), read from the environment."""
 
     net: nn.Module | None = None
+    pool: str | None = None
 
     def __init__(self, env: CompressionEnv[Any]) -> None:
         """Use ``env``'s features."""
@@ -102,12 +118,17 @@ class AMCStates:
         """Not available: there is nothing to train."""
         raise ValueError("AMC states have no encoder to run")
 
+    def encode_with_loss(self, memo: Tensor, net: nn.Module) -> tuple[Tensor, Tensor | None]:
+        """Not available: there is nothing to train."""
+        raise ValueError("AMC states have no encoder to run")
+
 
 class AGMCStates:
     """AGMC's encoder-decoder state ``[s_t, p_t]`` (seeded encoder and decoder, trainable)."""
 
     def __init__(self, space: SearchSpace, *, generator: torch.Generator, embed_dim: int = 64,
-                 state_dim: int = 64, hidden: int = 64, layers: int = 3) -> None:
+                 state_dim: int = 64, hidden: int = 64, layers: int = 3, pool: str = "mean",
+                 clusters: tuple[int, ...] = (32, 4)) -> None:
         """Build the graph of ``space``'s model and the seeded encoder / decoder.
 
         Args:
@@ -116,28 +137,42 @@ class AGMCStates:
             embed_dim: Size of node / graph embeddings (``p_t``).
             state_dim: Size of the decoder states (``s_t``).
             hidden: Hidden size of the GCN.
-            layers: GCN layers (2 or more).
+            layers: GCN layers (mean: 2 or more, the last one read out; diffpool: per embed / pool
+                network of the first level).
+            pool: ``mean`` (GCN + Mean Pool, batched over receptive fields) or ``diffpool`` (a full
+                DiffPool run on the graph as pruned so far at every step).
+            clusters: DiffPool's intermediate cluster counts (``diffpool`` only).
         """
-        self.space = space
+        if pool not in AGMC_POOLS:
+            raise PlanError(f"--agmc-pool {pool} is not supported; use one of {', '.join(AGMC_POOLS)}")
+        self.space, self.pool = space, pool
         groups = [space.analysis.groups[gid] for gid in space.group_ids]
         cg = build_graph(space.analysis.model).with_groups(groups)
         data = flat_data(cg)
-        self.graph = GraphTensors.build(cg, tuple(space.group_ids), data.edge_index, hops=layers - 1)
-        self.net: nn.Module | None = AGMCNet(data.num_features, hidden, embed_dim, state_dim, layers,
-                                             generator=generator)
         self.embed_dim, self.state_dim = embed_dim, state_dim
-        with torch.no_grad():
-            pooled = self._net.groups(self.graph, torch.ones(len(space)))
-            self._net.scale.copy_(pooled.abs().max(dim=0).values.clamp(min=1e-6))
+        self.graph: GraphTensors | DiffPoolGraph
+        if pool == "diffpool":
+            self.graph = DiffPoolGraph.build(cg, tuple(space.group_ids), data.edge_index)
+            diffpool = AGMCDiffPoolNet(data.num_features, hidden, embed_dim, state_dim, clusters, layers,
+                                       generator=generator)
+            diffpool.calibrate(self.graph)
+            self.net: nn.Module | None = diffpool
+        else:
+            self.graph = GraphTensors.build(cg, tuple(space.group_ids), data.edge_index, hops=layers - 1)
+            mean = AGMCNet(data.num_features, hidden, embed_dim, state_dim, layers, generator=generator)
+            with torch.no_grad():
+                pooled = mean.groups(self.graph, torch.ones(len(space)))
+                mean.scale.copy_(pooled.abs().max(dim=0).values.clamp(min=1e-6))
+            self.net = mean
         self._keep = np.ones(len(space), np.float32)
         self._hc: tuple[Tensor, Tensor] | None = None
         self._memo: np.ndarray | None = None
         self._next = 0
 
     @property
-    def _net(self) -> AGMCNet:
-        if not isinstance(self.net, AGMCNet):
-            raise TypeError("AGMCStates.net must be an AGMCNet")
+    def _net(self) -> nn.Module:
+        if not isinstance(self.net, (AGMCNet, AGMCDiffPoolNet)):
+            raise TypeError("AGMCStates.net must be an AGMCNet or an AGMCDiffPoolNet")
         return self.net
 
     @property
@@ -179,15 +214,20 @@ class AGMCStates:
         """``net(graph, memo)``'s states (with gradients when ``net``'s parameters need them)."""
         return net(self.graph, memo)[0]
 
+    def encode_with_loss(self, memo: Tensor, net: nn.Module) -> tuple[Tensor, Tensor | None]:
+        """:meth:`encode`'s states and, for ``diffpool``, DiffPool's link + entropy loss of the batch."""
+        if isinstance(net, AGMCDiffPoolNet) and isinstance(self.graph, DiffPoolGraph):
+            states, _, aux = net.run(self.graph, memo)
+            return states, aux
+        return self.encode(memo, net), None
 
-#: State builders the DDPG agents are named after.
-STATE_KINDS: tuple[str, ...] = ("amc", "agmc")
 
-
-def make_states(kind: str, env: CompressionEnv[Any], *, seed: int) -> StateBuilder:
-    """The ``amc`` or ``agmc`` state of ``env``'s groups (``agmc`` seeded with ``seed``)."""
+def make_states(kind: str, env: CompressionEnv[Any], *, seed: int, pool: str = "mean") -> StateBuilder:
+    """The ``amc`` or ``agmc`` state of ``env``'s groups (``agmc`` seeded with ``seed``, graph pooling ``pool``)."""
+    if kind != "agmc" and pool != "mean":
+        raise PlanError(f"--agmc-pool {pool} applies to --agent agmc only; drop it or pass --agent agmc")
     if kind == "amc":
         return AMCStates(env)
     if kind == "agmc":
-        return AGMCStates(env.space, generator=torch.Generator().manual_seed(seed))
+        return AGMCStates(env.space, generator=torch.Generator().manual_seed(seed), pool=pool)
     raise PlanError(f"state '{kind}' is not supported; use one of {', '.join(STATE_KINDS)}")
