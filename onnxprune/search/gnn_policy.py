@@ -104,12 +104,15 @@ class GNNPolicy(nn.Module):
         max_ratio: Actor means lie in ``(0, max_ratio)`` (``max_ratio * sigmoid``).
         init_std: Initial standard deviation of the actions (one learned scalar for all groups).
         generator: Seeds every parameter.
+        detach_critic: The critic reads the graph embedding without a gradient, so the value loss
+            trains only the critic's MLP and never moves the actor's (shared) encoder.
     """
 
     def __init__(self, hidden: int, layers: int, *, max_ratio: float, init_std: float,
-                 generator: torch.Generator) -> None:
+                 generator: torch.Generator, detach_critic: bool = False) -> None:
         super().__init__()
         self.hidden, self.layers, self.max_ratio = hidden, layers, max_ratio
+        self.detach_critic = detach_critic
         self.encoder = MGNN(hidden, layers=layers, generator=generator)
         head_in = 2 * hidden + len(GROUP_FEATURES) + len(STEP_FEATURES)
         self.actor = _mlp([head_in, hidden, hidden, 1])
@@ -129,5 +132,6 @@ class GNNPolicy(nn.Module):
         rows = torch.cat([per_group, out.graph.expand(num_groups, -1), obs.groups,
                           obs.step.expand(num_groups, -1)], dim=1)
         mean = self.max_ratio * torch.sigmoid(self.actor(rows).squeeze(-1))
-        value = self.critic(torch.cat([out.graph, obs.step])).squeeze(-1)
+        graph = out.graph.detach() if self.detach_critic else out.graph
+        value = self.critic(torch.cat([graph, obs.step])).squeeze(-1)
         return Normal(mean, self.log_std.exp().expand_as(mean)), value
