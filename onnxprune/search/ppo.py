@@ -93,6 +93,9 @@ class PPOConfig:
             difference is a low-variance finite difference along ``z``, as in evolution strategies).
         detach_critic: The value loss trains only the critic's MLP, not the m-GNN encoder that the
             actor shares (with one step per episode the critic is only a baseline).
+        rank_rewards: Replace each episode's reward by its centered rank in the rollout (in
+            ``[-0.5, 0.5]``, ES fitness shaping) before the advantages, so one collapsed candidate
+            (a group cut past what the model tolerates) does not dominate an update.
     """
 
     steps: int = 1
@@ -116,6 +119,7 @@ class PPOConfig:
     torch_threads: int = 1
     mirrored: bool = True
     detach_critic: bool = True
+    rank_rewards: bool = False
 
     def __post_init__(self) -> None:
         for name in ("steps", "episodes_per_update", "update_epochs", "minibatches", "hidden", "layers",
@@ -169,6 +173,27 @@ def gae(rewards: np.ndarray, values: np.ndarray, dones: np.ndarray, next_value: 
     return advantages, advantages + np.asarray(values, dtype=np.float64)
 
 
+def centered_ranks(rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
+    """Episode rewards (at the steps that end an episode) as centered ranks in ``[-0.5, 0.5]``.
+
+    The lowest final reward of the rollout becomes -0.5, the highest 0.5, equal rewards share their
+    mean rank; other steps keep their reward (0 in this environment). A single episode gets 0.
+    """
+    out = np.asarray(rewards, dtype=np.float64).copy()
+    ends = np.flatnonzero(np.asarray(dones, dtype=bool))
+    if len(ends) < 2:
+        out[ends] = 0.0
+        return out
+    finals = out[ends]
+    ranks = np.empty(len(finals))
+    for value in np.unique(finals):
+        where = finals == value
+        below = int((finals < value).sum())
+        ranks[where] = below + (where.sum() - 1) / 2.0
+    out[ends] = ranks / (len(finals) - 1) - 0.5
+    return out
+
+
 def run_episode(env: CompressionEnv[Any], graph: PolicyGraph, policy: GNNPolicy, config: PPOConfig,
                 generator: torch.Generator, index: int,
                 mirror: list[Tensor] | None = None) -> tuple[list[Transition], Episode, Any, list[Tensor]]:
@@ -215,6 +240,8 @@ def ppo_update(policy: GNNPolicy, optimizer: torch.optim.Optimizer, rollout: lis
         Statistics of the last minibatch: ``policy_loss``, ``value_loss``, ``entropy``, ``approx_kl``.
     """
     rewards = np.array([t.reward for t in rollout])
+    if config.rank_rewards:
+        rewards = centered_ranks(rewards, np.array([t.done for t in rollout]))
     values = np.array([t.value for t in rollout])
     advantages, returns = gae(rewards, values, np.array([t.done for t in rollout], dtype=np.float64), 0.0,
                               gamma=config.gamma, lam=config.gae_lambda)

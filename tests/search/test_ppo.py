@@ -26,7 +26,7 @@ from onnxprune.pipeline.gnnrl import agent_path, read_agent
 from onnxprune.rewrite import prune_model
 from onnxprune.search.env import CompressionEnv
 from onnxprune.search.gnn_policy import GNNPolicy, PolicyGraph
-from onnxprune.search.ppo import PPOConfig, gae, ppo_search
+from onnxprune.search.ppo import PPOConfig, centered_ranks, gae, ppo_search
 from onnxprune.search.space import SearchSpace
 
 FAST = PPOConfig(steps=2, episodes_per_update=2, update_epochs=2, minibatches=2, hidden=32)
@@ -173,3 +173,13 @@ def test_mirrored_episodes_share_negated_noise(models: dict[str, Path]) -> None:
                on_episode=lambda e, *_: plain.append(np.array(e.requested)))
     np.testing.assert_allclose(plain[0], a[0], atol=1e-7)  # the first episode draws as without mirroring
     assert np.abs((plain[0] + plain[1] - a[0] - a[1])[inside]).max() > 1e-3
+
+
+def test_centered_ranks_on_hand_made_numbers() -> None:
+    rewards = np.array([0.0, 0.9, 0.0, 0.1, 0.5, 0.5, 0.7])
+    dones = np.array([0, 1, 0, 1, 1, 1, 1])
+    # final rewards 0.9, 0.1, 0.5, 0.5, 0.7 -> ranks 4, 0, 1.5, 1.5, 3 of 0..4
+    np.testing.assert_allclose(centered_ranks(rewards, dones), [0.0, 0.5, 0.0, -0.5, -0.125, -0.125, 0.25])
+    np.testing.assert_allclose(centered_ranks(np.array([0.3]), np.array([1])), [0.0])
+    collapsed = centered_ranks(np.array([0.8, 0.81, 0.1, 0.79]), np.ones(4))
+    np.testing.assert_allclose(collapsed, [2 / 3 - 0.5, 0.5, -0.5, 1 / 3 - 0.5])  # the outlier is only last
