@@ -95,7 +95,9 @@ class PPOConfig:
             actor shares (with one step per episode the critic is only a baseline).
         rank_rewards: Replace each episode's reward by its centered rank in the rollout (in
             ``[-0.5, 0.5]``, ES fitness shaping) before the advantages, so one collapsed candidate
-            (a group cut past what the model tolerates) does not dominate an update.
+            (a group cut past what the model tolerates) does not dominate an update. Off: measured
+            test top-1 83.55 / 83.83 % (ResNet-20, seeds 0 / 1) and 87.53 / 88.79 % (ResNet-56),
+            against 83.55 / 84.49 % and 88.05 / 88.35 % without it.
     """
 
     steps: int = 1
