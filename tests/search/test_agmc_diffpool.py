@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import base64
 import copy
 import io
@@ -54,12 +56,8 @@ def space(resnet20: Path) -> SearchSpace:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> DataSpec:
-    rng = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, images=rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8),
-             labels=rng.integers(0, 10, 16, dtype=np.int64))
-    return DataSpec(path=path, preprocess=make_preprocess("cifar"))
+def data(tiny_cifar: Callable[[int], Path]) -> DataSpec:
+    return DataSpec(path=tiny_cifar(16), preprocess=make_preprocess("cifar"))
 
 
 def _env(space: SearchSpace) -> CompressionEnv[onnx.ModelProto]:

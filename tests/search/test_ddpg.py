@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import json
 from pathlib import Path
 
@@ -148,12 +150,8 @@ def test_agmc_state_has_documented_shape_and_follows_actions(space: SearchSpace)
 
 
 @pytest.fixture(scope="module")
-def tiny_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rng = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, images=rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8),
-             labels=rng.integers(0, 10, 32, dtype=np.int64))
-    return path
+def tiny_npz(tiny_cifar: Callable[[int], Path]) -> Path:
+    return tiny_cifar(32)
 
 
 @pytest.mark.parametrize("agent", ["amc", "agmc"])

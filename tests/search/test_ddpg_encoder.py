@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import base64
 import io
 import json
@@ -169,12 +171,8 @@ def test_policy_round_trip_acts_greedily_on_another_model(space: SearchSpace, mo
 
 
 @pytest.fixture(scope="module")
-def tiny_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rng = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, images=rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8),
-             labels=rng.integers(0, 10, 16, dtype=np.int64))
-    return path
+def tiny_npz(tiny_cifar: Callable[[int], Path]) -> Path:
+    return tiny_cifar(16)
 
 
 def test_compress_saves_agent_and_policy_transfers_to_zoo_model(models: dict[str, Path], tiny_npz: Path,

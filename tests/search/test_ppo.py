@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,12 +42,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> DataSpec:
-    rng = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, images=rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8),
-             labels=rng.integers(0, 10, 32, dtype=np.int64))
-    return DataSpec(path=path, preprocess=make_preprocess("cifar"))
+def data(tiny_cifar: Callable[[int], Path]) -> DataSpec:
+    return DataSpec(path=tiny_cifar(32), preprocess=make_preprocess("cifar"))
 
 
 def _check(path: Path, report: pipeline.compressing.CompressReport, target: float) -> None:

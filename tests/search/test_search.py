@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import math
 from pathlib import Path
 
@@ -46,12 +48,8 @@ def space(resnet20: Path) -> SearchSpace:
 
 
 @pytest.fixture(scope="module")
-def tiny_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rng = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, images=rng.integers(0, 256, (48, 32, 32, 3), dtype=np.uint8),
-             labels=rng.integers(0, 10, 48, dtype=np.int64))
-    return path
+def tiny_npz(tiny_cifar: Callable[[int], Path]) -> Path:
+    return tiny_cifar(48)
 
 
 def _accuracy_env(space: SearchSpace, target: float = 0.5) -> CompressionEnv[onnx.ModelProto]:
