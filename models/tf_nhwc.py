@@ -15,6 +15,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from onnxprune.compat import make_model
+
 logger = logging.getLogger(__name__)
 
 CHANNELS = 16
@@ -98,7 +100,7 @@ def tf_style_nhwc_model(seed: int = 0) -> onnx.ModelProto:
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, list(INPUT_SHAPE))],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, CLASSES])],
         initializer=g.inits)
-    model = helper.make_model(graph, producer_name="tf2onnx", producer_version="1.16.1",
+    model = make_model(graph, producer_name="tf2onnx", producer_version="1.16.1",
                               opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = 8
     onnx.checker.check_model(model, full_check=True)

@@ -8,6 +8,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from onnxprune.compat import make_model
+
 CLASSES = 10
 CHANNELS = 3
 SIZE = 8
@@ -66,7 +68,7 @@ def _save(path: Path, nodes: list, inits: list, name: str, batch: int | str, cla
         nodes, name,
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, CHANNELS, SIZE, SIZE])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch, classes])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    model = make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     onnx.checker.check_model(model)
     onnx.save_model(model, str(path))
     return path

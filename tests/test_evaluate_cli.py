@@ -36,7 +36,7 @@ def test_eval_json_has_accuracy_fidelity_cost_and_run(tmp_path: Path, model: Pat
     data = _npz(tmp_path / "d.npz", images=images, labels=labels)
     out = tmp_path / "eval.json"
     assert main(["eval", str(model), "--data", str(data), "--preprocess", "cifar", "--baseline", str(model),
-                 "--batch-size", "7", "--threads", "1", "--json", str(out)]) == 0
+                 "--batch-size", "7", "--threads", "1", "--device", "cpu", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     expected = int(np.count_nonzero(bare_logits(model, cifar_preprocessed(images)).argmax(1) == labels))
     assert report["samples"] == 30 and report["accuracy"]["top1_correct"] == expected

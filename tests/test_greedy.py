@@ -8,6 +8,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.analyze import analyze
 from onnxprune.analyze.importance import greedy_order, weight_importance
+from onnxprune.compat import make_model
 from onnxprune.load import normalize
 from onnxprune.pipeline import group_scores
 from onnxprune.plan import ratio_plan
@@ -37,7 +38,7 @@ def _cancelling_model(rng: np.random.Generator) -> onnx.ModelProto:
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 4, 4])],
                               [numpy_helper.from_array(wa.astype(np.float32), "wa"),
                                numpy_helper.from_array(wb.astype(np.float32), "wb")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
 

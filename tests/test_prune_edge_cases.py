@@ -12,6 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.analyze import analyze
 from onnxprune.cli import main
+from onnxprune.compat import make_model
 from onnxprune.load import load, normalize
 from onnxprune.plan import Plan
 from onnxprune.rewrite import prune_model
@@ -36,7 +37,7 @@ def _model_with(op: onnx.NodeProto, extra_outputs: list[onnx.ValueInfoProto], op
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
                               [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4, 8, 8]),
                                *extra_outputs], initializer=i1 + i2 + i3)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), *domains])
+    return make_model(graph, opset_imports=[helper.make_opsetid("", opset), *domains])
 
 
 def test_nonzero_freezes_its_group_and_the_rest_prunes() -> None:
@@ -151,7 +152,7 @@ def _select_model(select: list[onnx.NodeProto], consts: list[onnx.TensorProto], 
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 4, 4])],
                               [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4, 4, 4])],
                               initializer=[w1, w2, *consts])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    return make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
 def _ints(name: str, values: list[int]) -> onnx.TensorProto:

@@ -8,6 +8,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.analyze import analyze
 from onnxprune.analyze.importance import activation_importance, bn_importance, consumer_inputs, weight_importance
+from onnxprune.compat import make_model
 from onnxprune.load import normalize
 from onnxprune.plan import Plan
 from onnxprune.rewrite import prune_model
@@ -23,7 +24,7 @@ def _model(nodes: list[onnx.NodeProto], inits: dict[str, np.ndarray], in_shape: 
         nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *in_shape[1:]])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", *out_shape])],
         [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
 

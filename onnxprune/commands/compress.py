@@ -82,6 +82,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--finalists", type=int, default=TOP_EPISODES, metavar="N",
                         help=f"with --data and a repair: repair the N best candidates on all of --calib and keep "
                              f"the best-scoring one (1..{TOP_EPISODES}, default {TOP_EPISODES})")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="execution provider that scores candidates and times the latency table: CUDA when "
+                             "onnxruntime-gpu and a GPU are present (auto)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="ONNX Runtime intra-op threads (default: every CPU to score candidates; every CPU but "
                              "one, at least 1, to time the --metric/--reward latency table, for repeatable timings)")
@@ -130,6 +133,8 @@ def _table(report: CompressReport) -> Table:
     if report.accuracy_before is not None and report.accuracy_after is not None:
         table.add_row("val top-1 %", f"{report.accuracy_before:.2f}", f"{report.accuracy_after:.2f}",
                       f"{report.accuracy_after - report.accuracy_before:+.2f}")
+        if report.provider is not None:
+            table.caption = f"scored with ONNX Runtime {report.provider}"
     if report.accuracy_unrepaired is not None:
         table.add_row("  as searched", "", f"{report.accuracy_unrepaired:.2f}", f"{report.repair_seconds:.1f} s")
     if len(report.finalists) > 1:
@@ -175,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
         report = pipeline.compress_file(
             args.model, args.output, target=target, metric=args.metric, agent=args.agent, episodes=args.episodes,
             seed=args.seed, round_to=args.round_to, max_ratio=args.max_ratio, criterion=args.criterion,
-            reward=args.reward, data=data, runtime=Runtime(device="cpu", threads=args.threads) if data else None,
+            reward=args.reward, data=data, runtime=Runtime(device=args.device, threads=args.threads),
             resume=args.resume, on_episode=on_episode, warmup=args.warmup, policy=args.policy, repair=repair,
             finalists=args.finalists, latency_threads=args.threads,
             input_shapes=parse_input_shapes(args.input_shape), deploy=deploy, agmc_pool=args.agmc_pool)

@@ -13,7 +13,9 @@ Contract:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import logging
 import os
 import platform
@@ -55,6 +57,28 @@ def import_ort() -> Any:
         raise RuntimeUnavailable("ONNX Runtime is not installed; run: pip install 'onnxprune[cpu]' "
                                  "(or 'onnxprune[gpu]' for CUDA)") from exc
     return onnxruntime
+
+
+def preload_cuda_libraries(ort: Any) -> None:
+    """Load the CUDA and cuDNN libraries that pip installed beside onnxruntime-gpu.
+
+    onnxruntime-gpu's CUDA provider library has no run path to the ``nvidia-*`` wheels
+    (``pip install 'onnxruntime-gpu[cuda,cudnn]'``): without this (or ``import torch`` first, or the
+    libraries on ``LD_LIBRARY_PATH``) ORT cannot start the CUDA EP and silently runs on the CPU.
+    ``onnxruntime.preload_dlls`` (ORT >= 1.21) loads them by path; what it prints goes to the
+    debug log. Loading a library twice is harmless, so this may be called for every runtime.
+    """
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            preload()
+    except Exception as exc:  # a bad nvidia install must not stop a run that can still fall back
+        logger.debug("onnxruntime.preload_dlls failed: %s", first_line(exc))
+    if printed.getvalue().strip():
+        logger.debug("onnxruntime.preload_dlls: %s", printed.getvalue().strip())
 
 
 def first_line(exc: BaseException) -> str:
@@ -275,11 +299,14 @@ class Runtime:
         self.ort = import_ort()
         self.device = device
         self.providers = _providers(self.ort, device)
+        if CUDA_EP in self.providers:
+            preload_cuda_libraries(self.ort)
         self.threads = threads if threads is not None else available_cpus()
         self.optimize = optimize
         self.spin = spin
         self.proto_limit = proto_limit
         self._sessions: dict[tuple[str, Any], Session] = {}
+        self._fallback_logged = False
 
     def options(self, *, profile_prefix: str | None = None) -> Any:
         """Return ``SessionOptions`` with this runtime's threads (and profiling if asked)."""
@@ -314,6 +341,10 @@ class Runtime:
         if wanted is not None and wanted not in used:
             raise RuntimeUnavailable(f"--device {self.device}: ONNX Runtime could not start {wanted} (no GPU "
                                      "or driver?); use --device cpu")
+        if self.device == "auto" and CUDA_EP in self.providers and CUDA_EP not in used and not self._fallback_logged:
+            self._fallback_logged = True
+            logger.warning("ONNX Runtime could not start the CUDA EP (no GPU, driver or CUDA libraries?): running "
+                           "on %s; --device cpu silences this", used[0])
         info = RunInfo(provider=used[0], ort_version=self.ort.__version__, cpu=cpu_model(),
                        threads=self.threads, device=self.device)
         logger.info("session for %s on %s with %d threads", label, info.provider, self.threads)

@@ -85,6 +85,7 @@ class CompressReport:
         repair_seconds: Time of the final repair and re-ranking.
         finalists: ``(episode, searched %, repaired %)`` of each finalist re-ranked by the final repair.
         agmc_pool: The ``agmc`` encoder's graph pooling (``mean`` / ``diffpool``), ``None`` for other agents.
+        provider: The ONNX Runtime execution provider that scored the candidates (``None``: data-free).
     """
 
     source: str
@@ -110,6 +111,7 @@ class CompressReport:
     repair_seconds: float = 0.0
     finalists: tuple[tuple[int, float | None, float | None], ...] = ()
     agmc_pool: str | None = None
+    provider: str | None = None
 
     @property
     def achieved(self) -> float:
@@ -133,7 +135,7 @@ class CompressReport:
                 "triton_dir": str(self.triton_dir) if self.triton_dir else None,
                 "accuracy_unrepaired": self.accuracy_unrepaired, "repair_seconds": self.repair_seconds,
                 "finalists": [{"episode": i, "searched": a, "repaired": b} for i, a, b in self.finalists],
-                "agmc_pool": self.agmc_pool}
+                "agmc_pool": self.agmc_pool, "provider": self.provider}
 
 
 AGENTS: tuple[str, ...] = ("uniform", "random", *STATE_KINDS, "gnnrl")
@@ -155,8 +157,8 @@ def _read_checkpoint(path: Path, config: dict[str, object]) -> SearchState:
     return SearchState.from_json(saved["state"])
 
 
-def _scorer(path: Path, data: DataSpec, runtime: Runtime) -> tuple[float, Callable[[onnx.ModelProto], float]]:
-    """Validation top-1 (percent) of the input and a candidate scorer returning a fraction."""
+def _scorer(path: Path, data: DataSpec, runtime: Runtime) -> tuple[float, Callable[[onnx.ModelProto], float], str]:
+    """Validation top-1 (percent) of the input, a candidate scorer returning a fraction, and the provider."""
     session = runtime.session(path)
     dataset = open_data(data, session.inputs)
     result = evaluate(session, dataset)
@@ -167,7 +169,7 @@ def _scorer(path: Path, data: DataSpec, runtime: Runtime) -> tuple[float, Callab
         acc = evaluate(runtime.create(model), dataset).accuracy
         return acc.top1 / 100.0 if acc is not None else 0.0
 
-    return result.accuracy.top1, score
+    return result.accuracy.top1, score, session.info.provider
 
 
 def disjoint_calibration(repair: RepairSettings | None, data: DataSpec | None) -> RepairSettings | None:
@@ -237,9 +239,9 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
                                                        cache=target_path.with_name(target_path.name + ".latency.json")))
     space = SearchSpace.build(analysis, weight_importance(analysis, criterion), max_ratio=max_ratio,
                               round_to=round_to, latency=latency)
-    accuracy_before, score = None, None
+    accuracy_before, score, provider = None, None, None
     if data is not None:
-        accuracy_before, score = _scorer(source, data, runtime or Runtime(device="cpu", proto_limit=proto_limit))
+        accuracy_before, score, provider = _scorer(source, data, runtime or Runtime(device="cpu", proto_limit=proto_limit))
     else:
         agent = "uniform"
     env = CompressionEnv(space, target=target, metric=metric, apply=repairing_apply(analysis, source, repair),
@@ -308,7 +310,7 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
                           triton_dir=triton_dir, latency_ms=latency_ms,
                           finalists=tuple((e.index, _percent(e.accuracy), _percent(v))
                                           for e, v in zip(pool, fixed.finalists)),
-                          agmc_pool=agmc_pool if agent == "agmc" else None)
+                          agmc_pool=agmc_pool if agent == "agmc" else None, provider=provider)
 
 
 def _percent(value: float | None) -> float | None:

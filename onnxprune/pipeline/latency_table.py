@@ -21,6 +21,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.analyze.types import Analysis
+from onnxprune.compat import make_model
 from onnxprune.evaluate import Runtime
 from onnxprune.io import write_json_atomic
 from onnxprune.search.latency import Layer, LatencyTable, TableEntry, describe
@@ -58,7 +59,7 @@ def single_node(layer: Layer, c_in: int, c_out: int, rng: np.random.Generator) -
     node = helper.make_node(layer.op, ["x", "w", *(["b"] if layer.bias else [])], ["y"], **attrs)
     graph = helper.make_graph([node], "layer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
 def time_model(runtime: Runtime, model: onnx.ModelProto, repeats: int, warmup: int = 3) -> float:

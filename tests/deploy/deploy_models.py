@@ -12,6 +12,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
+from onnxprune.compat import make_model
+
 
 class TinyNet(nn.Module):
     """Conv-BN-ReLU, Conv-ReLU, global pool, flatten, linear: a pruned copy has a smaller ``width``."""
@@ -69,6 +71,6 @@ def qdq_model(*, qtype: int = TensorProto.INT8, zero_point: int = 0, quantize_ac
     nodes.append(helper.make_node("Conv", [data, "w"], ["y"], name="conv", pads=[1, 1, 1, 1]))
     graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 8, 8])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", width, 8, 8])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model = make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     onnx.checker.check_model(model)
     return model

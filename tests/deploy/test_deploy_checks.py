@@ -13,6 +13,7 @@ from onnx import TensorProto, helper
 
 from deploy_models import TinyNet, export, qdq_model
 from onnxprune.cli import main
+from onnxprune.compat import make_model
 from onnxprune.deploy.checks import CheckReport, check_target
 from onnxprune.deploy.target_support import TENSORRT_OPS
 from onnxprune.errors import UnsupportedInput
@@ -30,7 +31,7 @@ def _single_op(op: str, domain: str = "", opset: int = 17) -> onnx.ModelProto:
                               [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 3, 3])],
                               [helper.make_tensor_value_info("b", TensorProto.FLOAT, [2])])
     imports = [helper.make_opsetid("", opset)] + ([helper.make_opsetid(domain, 1)] if domain else [])
-    return helper.make_model(graph, opset_imports=imports)
+    return make_model(graph, opset_imports=imports)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +108,7 @@ def test_hard_coded_batch_behind_a_dynamic_declaration_is_an_error() -> None:
         [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["batch", 2, 3])],
         [helper.make_tensor_value_info("b", TensorProto.FLOAT, ["batch", 6])],
         [helper.make_tensor("shape", TensorProto.INT64, [2], [1, 6])])  # batch 1 baked in
-    report = check_target(helper.make_model(flat, opset_imports=[helper.make_opsetid("", 17)]), "ort-cpu",
+    report = check_target(make_model(flat, opset_imports=[helper.make_opsetid("", 17)]), "ort-cpu",
                           np.random.default_rng(0))
     assert report.ran and _rules(report, "error") == [("dynamic-batch", "")]
     assert "fails at batch 3" in report.findings[0].message

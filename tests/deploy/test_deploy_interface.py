@@ -10,6 +10,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from onnxprune import __version__
+from onnxprune.compat import make_model
 from onnxprune.deploy.interface import check_interface, restore_interface
 from onnxprune.deploy.runner import max_abs_diff, random_feeds, run_ort
 from onnxprune.errors import UnsupportedInput
@@ -77,12 +78,12 @@ def test_opset_converted_only_when_asked(original: onnx.ModelProto, compressed: 
 
 
 def test_dtype_difference_gets_a_cast(original: onnx.ModelProto) -> None:
-    half = helper.make_model(helper.make_graph(
+    half = make_model(helper.make_graph(
         [helper.make_node("Relu", ["a"], ["b"])], "g",
         [helper.make_tensor_value_info("a", TensorProto.FLOAT16, [1, 3])],
         [helper.make_tensor_value_info("b", TensorProto.FLOAT16, [1, 3])]),
         opset_imports=[helper.make_opsetid("", 17)])
-    ref = helper.make_model(helper.make_graph(
+    ref = make_model(helper.make_graph(
         [helper.make_node("Relu", ["a"], ["b"])], "g",
         [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["n", 3])],
         [helper.make_tensor_value_info("b", TensorProto.FLOAT, ["n", 3])]),

@@ -16,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from deploy_models import TinyNet, export
 from onnxprune import large
+from onnxprune.compat import make_model
 from onnxprune.deploy import check_target, export_triton, simplify
 from onnxprune.deploy.opset import convert_opset
 from onnxprune.deploy.runner import random_feeds, run_ort
@@ -76,7 +77,7 @@ def _transposed_weight_model() -> onnx.ModelProto:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 256])],
         [numpy_helper.from_array(rng.standard_normal((32, 64)).astype(np.float32), "w"),
          numpy_helper.from_array(rng.standard_normal((32, 256)).astype(np.float32), "v")])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
 @pytest.mark.parametrize(("limit", "folded_ops"), [

@@ -7,6 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from onnxprune.compat import make_model
 from onnxprune.deploy.opset import convert_opset
 from onnxprune.deploy.runner import output_diff
 from onnxprune.errors import UnsupportedInput
@@ -16,7 +17,7 @@ def _model(node: onnx.NodeProto, opset: int, out: list[object], inits: tuple[onn
            ) -> onnx.ModelProto:
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4, 5])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, out)], list(inits))
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model = make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     onnx.checker.check_model(model)
     return model
 

@@ -149,9 +149,24 @@ def test_compress_with_data_records_the_measured_accuracy(user_model: Path, tmp_
              labels=rng.integers(0, 10, size=48))
     out, report = tmp_path / "scored.onnx", tmp_path / "scored.json"
     assert main(["compress", str(user_model), "-o", str(out), "--target", "0.3", "--data", str(data),
-                 "--preprocess", "cifar", "--agent", "random", "--episodes", "2", "--json", str(report)]) == 0
-    accuracy = json.loads(report.read_text())["accuracy_after"]
-    assert _props(onnx.load(str(out)))["onnxprune.accuracy"] == f"{accuracy:.2f}"
+                 "--preprocess", "cifar", "--agent", "random", "--episodes", "2", "--device", "cpu",
+                 "--json", str(report)]) == 0
+    written = json.loads(report.read_text())
+    assert _props(onnx.load(str(out)))["onnxprune.accuracy"] == f"{written['accuracy_after']:.2f}"
+    assert written["provider"] == "CPUExecutionProvider"
+
+
+def test_compress_device_cuda_without_the_gpu_package_is_a_one_line_error(
+        user_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("onnxruntime-gpu is installed here: --device cuda is valid")
+    out = tmp_path / "c.onnx"
+    assert main(["compress", str(user_model), "-o", str(out), "--target", "0.3", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "onnxruntime-gpu" in err[0] and "--device cpu" in err[0]
+    assert not out.exists()
 
 
 def test_input_below_opset_13_comes_back_to_its_opset(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from deploy_models import TinyNet, export, qdq_model
+from onnxprune.compat import make_model
 from onnxprune.deploy.interface import check_interface
 from onnxprune.deploy.runner import max_abs_diff, random_feeds, run_ort
 from onnxprune.deploy.simplify import simplify
@@ -39,7 +40,7 @@ def _cluttered() -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "cluttered", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
                               [c, two, shape_idx, minus1])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.metadata_props.add(key="k", value="v")
     onnx.checker.check_model(model)
     return model

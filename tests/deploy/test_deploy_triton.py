@@ -11,6 +11,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from onnxprune.cli import main
+from onnxprune.compat import make_model
 from onnxprune.deploy.interface import restore_interface
 from onnxprune.deploy.runner import random_feeds, run_ort
 from onnxprune.deploy.triton import TritonOptions, export_triton
@@ -98,7 +99,7 @@ def test_input_without_rank_is_refused(tmp_path: Path) -> None:
     graph = helper.make_graph([helper.make_node("Relu", ["a"], ["b"])], "g",
                               [helper.make_tensor_value_info("a", TensorProto.FLOAT, None)],
                               [helper.make_tensor_value_info("b", TensorProto.FLOAT, None)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(UnsupportedInput, match="input 'a' has no static rank"):
         export_triton(model, tmp_path / "repo", TritonOptions(name="norank"))
     assert not (tmp_path / "repo").exists()

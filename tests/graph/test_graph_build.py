@@ -12,6 +12,7 @@ from torch import nn
 
 from models.resnet_cifar import resnet_cifar
 from onnxprune.analyze import analyze
+from onnxprune.compat import make_model
 from onnxprune.errors import PlanError
 from onnxprune.graph import EDGE_FEATURES, NODE_FEATURES, OP_VOCAB, build_graph
 from onnxprune.load import normalize
@@ -68,7 +69,7 @@ def test_resnet20_structure_and_macs(zoo_model) -> None:
 def test_unknown_op_maps_to_other() -> None:
     nodes = [helper.make_node("Softsign", ["x"], ["y"]), helper.make_node("Relu", ["y"], ["z"])]
     vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in ("x", "z")]
-    model = helper.make_model(helper.make_graph(nodes, "g", vi[:1], vi[1:]),
+    model = make_model(helper.make_graph(nodes, "g", vi[:1], vi[1:]),
                               opset_imports=[helper.make_opsetid("", 17)])
     cg = build_graph(normalize(model))
     x = cg.node_features()
@@ -87,7 +88,7 @@ def _concat_model() -> onnx.ModelProto:
              helper.make_node("Conv", ["cat", "w3"], ["y"], name="c3")]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5, 4, 4])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
 def test_group_mapping_and_inplace_update() -> None:

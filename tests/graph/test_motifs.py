@@ -12,6 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from models.export import export_onnx
+from onnxprune.compat import make_model
 from onnxprune.graph import SINK, SOURCE, Hierarchy, build_graph, build_hierarchy
 from onnxprune.load import normalize
 
@@ -120,7 +121,7 @@ def _two_in_two_out() -> onnx.ModelProto:
              helper.make_node("Relu", ["c"], ["y1"]), helper.make_node("Sigmoid", ["c"], ["y2"])]
     vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4, 2, 2]) for n in ("a", "b", "y1", "y2")]
     graph = helper.make_graph(nodes, "g", vi[:2], vi[2:], [w])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
 def test_multi_input_output_uses_virtual_endpoints() -> None:
