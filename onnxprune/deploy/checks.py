@@ -30,7 +30,7 @@ from onnxprune.deploy.opset import iter_nodes
 from onnxprune.deploy.target_support import (
     ORT_DOMAINS, ORT_INT4_MIN_VERSION, TARGETS, TENSOR_CORE_MULTIPLE_FLOAT, TENSOR_CORE_MULTIPLE_INT8,
     TENSOR_CORE_OPS, TENSORRT_MAX_OPSET, TENSORRT_OPS)
-from onnxprune.errors import UnsupportedInput
+from onnxprune.errors import RuntimeUnavailable, UnsupportedInput
 from onnxprune.large import PROTOBUF_LIMIT, skeleton
 from onnxprune.load import default_opset
 
@@ -283,14 +283,16 @@ def _run_check(model: onnx.ModelProto, target: str, rng: np.random.Generator, so
                proto_limit: int) -> tuple[str, bool, list[Finding]]:
     ort = runner.import_ort()
     provider = {"ort-cpu": runner.CPU_EP, "ort-cuda": runner.CUDA_EP, "tensorrt": runner.TENSORRT_EP}[target]
+    short = {runner.CUDA_EP: "CUDA EP", runner.TENSORRT_EP: "TensorRT EP"}.get(provider, provider)
     if provider not in ort.get_available_providers():
-        short = {runner.CUDA_EP: "CUDA EP", runner.TENSORRT_EP: "TensorRT EP"}.get(provider, provider)
         return f"not run: no {short}", False, []
     runnable: runner.ModelSource = source if source is not None else model
     feeds = runner.random_feeds(model, rng)
     try:
         result = runner.run_ort(runnable, feeds, provider=provider, profile=provider != runner.CPU_EP,
                                 proto_limit=proto_limit)
+    except RuntimeUnavailable:  # listed by this ORT build, but its libraries (e.g. TensorRT's), GPU or driver are absent
+        return f"not run: the {short} is listed but did not start (its libraries, GPU or driver are missing)", False, []
     except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, NotImplemented...)
         message = f"ONNX Runtime ({provider}) cannot run the model: {_first_line(exc)}"
         return "failed", False, [Finding("error", "run", "", message)]

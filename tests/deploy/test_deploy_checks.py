@@ -68,9 +68,26 @@ def test_tensorrt_table_flags_undocumented_ops() -> None:
     report = check_target(_single_op("Det"), "tensorrt", np.random.default_rng(0))
     assert _rules(report, "error") == [("unsupported-op", "the_Det")]
     assert "not in TensorRT's ONNX operator support matrix" in report.findings[0].message
-    assert report.run == "not run: no TensorRT EP" or report.ran
+    assert report.run.startswith("not run: ") or report.ran  # no TensorRT EP, or one without its libraries
     cpu = check_target(_single_op("Det"), "ort-cpu", np.random.default_rng(0))
     assert cpu.ok and cpu.ran
+
+
+def test_listed_provider_that_does_not_start_is_not_run_not_a_model_error(
+        tiny: onnx.ModelProto, monkeypatch: pytest.MonkeyPatch) -> None:
+    # onnxruntime-gpu lists the TensorRT EP even where TensorRT's libraries are absent; ORT then
+    # falls back and Runtime raises RuntimeUnavailable: the model is not at fault.
+    from onnxprune.deploy import runner
+    from onnxprune.errors import RuntimeUnavailable
+
+    def no_start(*_: object, **__: object) -> None:
+        raise RuntimeUnavailable("--device tensorrt: ONNX Runtime could not start TensorrtExecutionProvider")
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["TensorrtExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(runner, "run_ort", no_start)
+    report = check_target(tiny, "tensorrt", np.random.default_rng(0))
+    assert not report.ran and report.run.startswith("not run: the TensorRT EP is listed but did not start")
+    assert _rules(report, "error") == []
 
 
 def test_ops_unknown_to_ort_fail_statically_and_at_run() -> None:
