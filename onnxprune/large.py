@@ -340,7 +340,7 @@ def _weight_arrays(detached: Detached) -> dict[str, np.ndarray]:
     return arrays
 
 
-def ort_session(ort: Any, model: onnx.ModelProto, options: Any, providers: list[str], *,
+def ort_session(ort: Any, model: onnx.ModelProto, options: Any, providers: list[Any], *,
                 proto_limit: int = PROTOBUF_LIMIT) -> Any:
     """``ort.InferenceSession`` for an in-memory model of any size.
 
@@ -352,7 +352,7 @@ def ort_session(ort: Any, model: onnx.ModelProto, options: Any, providers: list[
         ort: The ``onnxruntime`` module.
         model: The model (not modified).
         options: ``ort.SessionOptions`` (large models: the tensors are added to it).
-        providers: Execution providers in priority order.
+        providers: Execution providers in priority order (names, or ``(name, options)`` pairs).
         proto_limit: Byte size above which the model is passed in parts.
     """
     if not split_worthy(model, proto_limit):

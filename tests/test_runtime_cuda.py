@@ -8,13 +8,18 @@ from typing import Any
 
 import pytest
 
-from onnxprune.errors import RuntimeUnavailable
+from onnxprune.errors import DataError, RuntimeUnavailable
 from onnxprune.evaluate import runtime as runtime_module
 from onnxprune.evaluate.runtime import CPU_EP, CUDA_EP, Runtime, preload_cuda_libraries
 
 
-def _fake_ort(available: list[str], used: list[str], calls: list[str], preload: Any = "default") -> Any:
-    """An object with the parts of onnxruntime that ``Runtime`` touches; sessions report ``used``."""
+def _fake_ort(available: list[str], used: list[str], calls: list[str], preload: Any = "default",
+              seen: list[Any] | None = None) -> Any:
+    """An object with the parts of onnxruntime that ``Runtime`` touches; sessions report ``used``.
+
+    ``seen`` collects the ``providers`` argument of every session created.
+    """
+    seen = [] if seen is None else seen
 
     def default_preload() -> None:
         calls.append("preload")
@@ -25,8 +30,9 @@ def _fake_ort(available: list[str], used: list[str], calls: list[str], preload: 
             pass
 
     class Session:
-        def __init__(self, *_: Any, **__: Any) -> None:
+        def __init__(self, *_: Any, **kwargs: Any) -> None:
             calls.append("session")
+            seen.append(kwargs.get("providers"))
 
         def get_providers(self) -> list[str]:
             return list(used)
@@ -87,3 +93,18 @@ def test_cuda_that_does_not_start_is_an_error_for_cuda_and_a_cpu_run_for_auto(
     assert first.info.provider == second.info.provider == CPU_EP
     warnings = [r for r in caplog.records if "could not start the CUDA EP" in r.getMessage()]
     assert len(warnings) == 1  # once per runtime, not once per candidate
+
+
+@pytest.mark.parametrize("search", ["EXHAUSTIVE", "HEURISTIC"])
+def test_cuda_sessions_get_the_cudnn_search_and_cpu_sessions_get_none(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, search: str) -> None:
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"stand-in")
+    seen: list[Any] = []
+    monkeypatch.setattr(runtime_module, "import_ort",
+                        lambda: _fake_ort([CUDA_EP, CPU_EP], [CUDA_EP, CPU_EP], [], seen=seen))
+    Runtime("cuda", conv_search=search).create(model)  # type: ignore[arg-type]
+    Runtime("cpu", conv_search=search).create(model)  # type: ignore[arg-type]
+    assert seen == [[(CUDA_EP, {"cudnn_conv_algo_search": search}), CPU_EP], [CPU_EP]]
+    with pytest.raises(DataError, match="conv_search 'FAST'"):
+        Runtime("cpu", conv_search="FAST")  # type: ignore[arg-type]

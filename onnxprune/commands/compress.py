@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
         report = pipeline.compress_file(
             args.model, args.output, target=target, metric=args.metric, agent=args.agent, episodes=args.episodes,
             seed=args.seed, round_to=args.round_to, max_ratio=args.max_ratio, criterion=args.criterion,
-            reward=args.reward, data=data, runtime=Runtime(device=args.device, threads=args.threads),
+            reward=args.reward, data=data, runtime=Runtime(device=args.device, threads=args.threads, conv_search="HEURISTIC"),
             resume=args.resume, on_episode=on_episode, warmup=args.warmup, policy=args.policy, repair=repair,
             finalists=args.finalists, latency_threads=args.threads,
             input_shapes=parse_input_shapes(args.input_shape), deploy=deploy, agmc_pool=args.agmc_pool)
