@@ -50,7 +50,7 @@ def _episode_times(src: Path, out: Path, agent: str, episodes: int, data: DataSp
     stamps: list[float] = []
     start = time.perf_counter()
     report = pipeline.compress_file(src, out, target=target, agent=agent, episodes=episodes, seed=0, data=data,
-                                    runtime=runtime, on_episode=lambda *_: stamps.append(time.perf_counter()))
+                                    round_to=1, runtime=runtime, on_episode=lambda *_: stamps.append(time.perf_counter()))
     total = time.perf_counter() - start
     gaps = [b - a for a, b in zip(stamps, stamps[1:])]
     return {"agent": agent, "episodes": report.episodes, "total_s": total, "setup_s": stamps[0] - start,

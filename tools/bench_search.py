@@ -94,7 +94,7 @@ def _run_agent(src: Path, tmp: Path, agent: str, episodes: int, args: argparse.N
     if agent == "gnnrl" and args.ppo:
         extra["ppo"] = _ppo_config(args.ppo)
     report = pipeline.compress_file(src, out, target=args.target, agent=agent, episodes=episodes, seed=args.seed,
-                                    data=val, runtime=runtime, on_episode=on_episode, **extra)
+                                    round_to=args.round_to, data=val, runtime=runtime, on_episode=on_episode, **extra)
     repair_s = float(getattr(report, "repair_seconds", 0.0) or 0.0)
     search_s = time.perf_counter() - t0 - repair_s  # analysis, scoring the input, the episodes
     per_episode = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else search_s
@@ -185,6 +185,7 @@ def main() -> int:
     parser.add_argument("--candidate-images", type=int, default=128,
                         help="reconstruct every candidate on this many of them before scoring (0: final only)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--round-to", type=int, default=1, help="channel counts multiples of this (1: the papers' setting)")
     parser.add_argument("--ppo", default="", metavar="K=V,...",
                         help="PPOConfig overrides for gnnrl, e.g. mirrored=true,minibatches=1")
     parser.add_argument("--threads", type=int, default=2)

@@ -21,6 +21,7 @@ from onnxprune.pipeline.pruning import RepairSettings
 from onnxprune.errors import DataError, PlanError
 from onnxprune.evaluate import PRESETS, Runtime
 from onnxprune.io import write_json_atomic
+from onnxprune.plan import ROUND_TO
 from onnxprune.search.baselines import TOP_EPISODES, SearchState
 from onnxprune.search.env import Episode
 from onnxprune.search.reward import REWARDS
@@ -64,7 +65,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--warmup", type=int, default=None, metavar="N",
                         help="amc/agmc: random-action episodes before DDPG learns (default min(100, episodes // 3))")
     parser.add_argument("--seed", type=int, default=0, help="seed of the search and of --val-split")
-    parser.add_argument("--round-to", type=int, default=1, metavar="N", help="keep channel counts multiples of N")
+    parser.add_argument("--round-to", type=int, default=None, metavar="N",
+                        help=f"keep channel counts multiples of N (default {ROUND_TO}, widths ONNX Runtime runs fast on "
+                             "CPU and GPU, or 1 where that cannot reach --target; 1: the finest widths, often slower; "
+                             "groups of N or fewer channels stay whole)")
     parser.add_argument("--max-ratio", type=float, default=0.8, help="most of a group's channels removed (0.8)")
     parser.add_argument("--criterion", choices=("l1", "l2", "fpgm"), default="l1", help="which channels go")
     parser.add_argument("--reward", choices=sorted(REWARDS), default="err", help="AGMC reward (default err)")
@@ -186,7 +190,8 @@ def run(args: argparse.Namespace) -> int:
             input_shapes=parse_input_shapes(args.input_shape), deploy=deploy, agmc_pool=args.agmc_pool)
     console.print(_table(report))
     console.print(_widths(report))
-    console.print(f"removed {report.achieved:.1%} of {report.metric} (target {report.target:.0%}); "
+    widths = "free channel counts" if report.round_to == 1 else f"channel counts multiples of {report.round_to}"
+    console.print(f"removed {report.achieved:.1%} of {report.metric} (target {report.target:.0%}), {widths}; "
                   f"wrote {report.output}")
     if report.triton_dir is not None:
         console.print(f"wrote Triton model {report.triton_dir} (config.pbtxt, 1/model.onnx)")

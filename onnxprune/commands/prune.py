@@ -35,7 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("model", type=Path, help="the .onnx file (never modified)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="where to write the pruned model")
     parser.add_argument("--ratio", type=str, default="0.5", help="fraction of each group's channels to remove")
-    parser.add_argument("--round-to", type=int, default=1, metavar="N", help="keep channel counts multiples of N")
+    parser.add_argument("--round-to", type=int, default=1, metavar="N",
+                        help="keep channel counts multiples of N (default 1: exactly --ratio of each group; 8 gives "
+                             "widths ONNX Runtime runs faster, as compress does by default)")
     parser.add_argument("--criterion", choices=ALL_CRITERIA, default="l1",
                         help="channel importance (activation and greedy need --calib)")
     add_repair_options(parser, layers="the")

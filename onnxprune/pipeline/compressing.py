@@ -25,6 +25,7 @@ from onnxprune.analyze import analyze
 from onnxprune.analyze import cost as analyze_cost
 from onnxprune.analyze.cost import Cost
 from onnxprune.analyze.importance import weight_importance
+from onnxprune.analyze.types import Analysis
 from onnxprune.errors import DataError, OutputError, PlanError
 from onnxprune.evaluate import DataSpec, Runtime, evaluate, open_data, timing_threads
 from onnxprune.evaluate.cost import disk_bytes
@@ -36,11 +37,13 @@ from onnxprune.pipeline.ddpg_agent import run_ddpg
 from onnxprune.pipeline.gnnrl import run_gnnrl
 from onnxprune.pipeline.latency_table import measure_table
 from onnxprune.pipeline.pruning import RepairSettings, repair_best, repairing_apply
+from onnxprune.plan import ROUND_TO
 from onnxprune.search.baselines import TOP_EPISODES, OnEpisode, SearchState, random_search, uniform_search
 from onnxprune.search.ddpg import DDPGConfig, default_warmup
 from onnxprune.search.env import CompressionEnv, Episode
 from onnxprune.search.latency import LatencyModel
 from onnxprune.search.ppo import PPOConfig
+from onnxprune.search.rescale import reachable, rescale
 from onnxprune.search.reward import reward_fn
 from onnxprune.search.space import SearchSpace
 from onnxprune.search.states import AGMC_POOLS, STATE_KINDS
@@ -86,6 +89,7 @@ class CompressReport:
         finalists: ``(episode, searched %, repaired %)`` of each finalist re-ranked by the final repair.
         agmc_pool: The ``agmc`` encoder's graph pooling (``mean`` / ``diffpool``), ``None`` for other agents.
         provider: The ONNX Runtime execution provider that scored the candidates (``None``: data-free).
+        round_to: Kept channel counts are multiples of this (where a group has more channels).
     """
 
     source: str
@@ -112,6 +116,7 @@ class CompressReport:
     finalists: tuple[tuple[int, float | None, float | None], ...] = ()
     agmc_pool: str | None = None
     provider: str | None = None
+    round_to: int = 1
 
     @property
     def achieved(self) -> float:
@@ -135,7 +140,8 @@ class CompressReport:
                 "triton_dir": str(self.triton_dir) if self.triton_dir else None,
                 "accuracy_unrepaired": self.accuracy_unrepaired, "repair_seconds": self.repair_seconds,
                 "finalists": [{"episode": i, "searched": a, "repaired": b} for i, a, b in self.finalists],
-                "agmc_pool": self.agmc_pool, "provider": self.provider}
+                "agmc_pool": self.agmc_pool, "provider": self.provider,
+                "round_to": self.round_to}
 
 
 AGENTS: tuple[str, ...] = ("uniform", "random", *STATE_KINDS, "gnnrl")
@@ -189,9 +195,39 @@ def disjoint_calibration(repair: RepairSettings | None, data: DataSpec | None) -
     return dataclasses.replace(repair, calib=calib)
 
 
+#: Random action vectors (besides uniform) that must rescale to within 1 % for multiples of 8.
+_ROUND_PROBES = 4
+
+
+def resolve_round_to(analysis: Analysis, importance: Sequence[np.ndarray], requested: int | None, *,
+                     target: float, metric: str, max_ratio: float) -> int:
+    """``requested``, or for ``None`` :data:`~onnxprune.plan.ROUND_TO` where it can meet the target, else 1.
+
+    Multiples of 8 keep groups of 8 channels or fewer whole and move widths in steps of 8, so a
+    small model may not reach the target, or not within 1 %, with them: the check rescales uniform
+    ratios and a few fixed random ones to the target (AGMC's Algorithm 1, as every candidate is)
+    and, when any misses, free widths are used and a warning says so. It uses MACs for the ``latency`` metric (its table is
+    measured after this choice).
+    """
+    if requested is not None:
+        return requested
+    check = "params" if metric == "params" else "macs"
+    space = SearchSpace.build(analysis, importance, max_ratio=max_ratio, round_to=ROUND_TO)
+    if reachable(space, target, check):
+        rng = np.random.default_rng(0)  # fixed probes: the choice must not depend on the run's seed
+        probes = [[target] * len(space), *(rng.uniform(0.0, max_ratio, len(space)) for _ in range(_ROUND_PROBES))]
+        hits = [rescale(space, p, target, metric=check, quiet=True) for p in probes]
+        if all(abs(r.value - r.goal) <= 0.01 * r.goal for r in hits):
+            return ROUND_TO
+    logger.warning("--target %s cannot be met within 1 %% with channel counts that are multiples of %d (groups of "
+                   "%d or fewer channels stay whole): using free channel counts (--round-to 1)",
+                   target, ROUND_TO, ROUND_TO)
+    return 1
+
+
 def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], *, target: float,
                   metric: str = "macs", agent: str = "uniform", episodes: int = 20, seed: int = 0,
-                  round_to: int = 1, max_ratio: float = 0.8, criterion: str = "l1", reward: str = "err",
+                  round_to: int | None = None, max_ratio: float = 0.8, criterion: str = "l1", reward: str = "err",
                   data: DataSpec | None = None, runtime: Runtime | None = None, resume: bool = False,
                   on_episode: OnEpisode | None = None, warmup: int | None = None,
                   policy: str | os.PathLike[str] | None = None, ppo: PPOConfig | None = None,
@@ -232,12 +268,14 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     check_deploy(original, deploy, np.random.default_rng(seed), proto_limit=proto_limit)
     started = time.perf_counter()
     analysis = analyze(load(source, input_shapes=input_shapes, proto_limit=proto_limit))
+    importance = weight_importance(analysis, criterion)
+    round_to = resolve_round_to(analysis, importance, round_to, target=target, metric=metric, max_ratio=max_ratio)
     latency = None
     if "latency" in (metric, reward):  # per-layer table timed on this machine, cached beside the output
         timer = Runtime(device=runtime.device if runtime else "cpu", threads=timing_threads(latency_threads))
         latency = LatencyModel(analysis, measure_table(analysis, timer, round_to=round_to,
                                                        cache=target_path.with_name(target_path.name + ".latency.json")))
-    space = SearchSpace.build(analysis, weight_importance(analysis, criterion), max_ratio=max_ratio,
+    space = SearchSpace.build(analysis, importance, max_ratio=max_ratio,
                               round_to=round_to, latency=latency)
     accuracy_before, score, provider = None, None, None
     if data is not None:
@@ -310,7 +348,8 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
                           triton_dir=triton_dir, latency_ms=latency_ms,
                           finalists=tuple((e.index, _percent(e.accuracy), _percent(v))
                                           for e, v in zip(pool, fixed.finalists)),
-                          agmc_pool=agmc_pool if agent == "agmc" else None, provider=provider)
+                          agmc_pool=agmc_pool if agent == "agmc" else None, provider=provider,
+                          round_to=round_to)
 
 
 def _percent(value: float | None) -> float | None:

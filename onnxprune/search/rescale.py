@@ -130,8 +130,24 @@ def _polish(space: SearchSpace, meter: _Meter, keeps: list[int], goal: float, to
     return keeps
 
 
+def reachable(space: SearchSpace, target: float, metric: str, tol: float = 0.01, *,
+              meter: _Meter | None = None) -> bool:
+    """Whether removing ``target`` of ``metric`` is possible with every group at ``space.max_ratio``.
+
+    Args:
+        space: The search space (its rounding decides the smallest widths).
+        target: Fraction of the resource to remove.
+        metric: ``macs``, ``params`` or ``latency``.
+        tol: Allowed relative miss of the goal value.
+        meter: A meter of ``space`` already made (its cache is reused).
+    """
+    meter = meter if meter is not None else _Meter(space, metric)
+    base = meter(tuple(space.sizes))
+    return meter(space.keeps([space.max_ratio] * len(space))) <= (1.0 - target) * base * (1.0 + tol)
+
+
 def rescale(space: SearchSpace, actions: Sequence[float], target: float, *, metric: str = "macs",
-            tol: float = 0.01, rounds: int = 6) -> Rescaled:
+            tol: float = 0.01, rounds: int = 6, quiet: bool = False) -> Rescaled:
     """Adjust ``actions`` so the pruned model keeps ``1 - target`` of the resource (within ``tol``).
 
     Args:
@@ -141,6 +157,7 @@ def rescale(space: SearchSpace, actions: Sequence[float], target: float, *, metr
         metric: ``macs``, ``params`` or ``latency``.
         tol: Allowed relative miss of the goal value.
         rounds: Proportional (Algorithm 1) rounds before the bisection.
+        quiet: Do not log a miss (for probes that handle it themselves).
 
     Returns:
         The :class:`Rescaled` actions; ``error`` is within ``tol`` unless rounding forbids it.
@@ -154,7 +171,7 @@ def rescale(space: SearchSpace, actions: Sequence[float], target: float, *, metr
     base = meter(tuple(space.sizes))
     goal = (1.0 - target) * base
     floor = meter(space.keeps([space.max_ratio] * len(space)))
-    if floor > goal * (1.0 + tol):
+    if not reachable(space, target, metric, tol, meter=meter):
         raise PlanError(f"--target {target} cannot be reached: at --max-ratio {space.max_ratio} at most "
                         f"{1 - floor / base:.1%} of {metric} can be removed; lower --target or raise --max-ratio")
     weights = group_weights(space, metric)
@@ -174,7 +191,7 @@ def rescale(space: SearchSpace, actions: Sequence[float], target: float, *, metr
         a = _bisect(space, meter, a, goal, tol)
         keeps = _polish(space, meter, list(space.keeps(a)), goal, tol)
     value = meter(tuple(keeps))
-    if abs(value - goal) > tol * goal:
+    if abs(value - goal) > tol * goal and not quiet:
         logger.warning("rescaled %s is %.2f %% off the goal (rounding to %d)", metric,
                        100 * (value / goal - 1), space.round_to)
     return Rescaled(actions=space.actions_of(keeps), keeps=tuple(keeps), value=value, base=base, goal=goal,

@@ -93,7 +93,10 @@ def test_compressed_keeps_interface_and_tags_metadata(user_model: Path, compress
     assert (props["onnxprune.target"], props["onnxprune.metric"]) == ("0.5", "macs")
     assert "onnxprune.accuracy" not in props  # data-free: nothing measured, the stale prop is dropped
     plan = Plan.from_json(json.loads(props["onnxprune.plan"]))
-    assert {g["id"]: g["after"] for g in report["groups"]} == {gid: len(keep) for gid, keep in plan.keep.items()}
+    widths = {g["id"]: (g["before"], g["after"]) for g in report["groups"]}
+    assert {gid: len(keep) for gid, keep in plan.keep.items()} == {gid: widths[gid][1] for gid in plan.keep}
+    assert all(before == after for gid, (before, after) in widths.items() if gid not in plan.keep)  # kept whole
+    assert report["round_to"] == 8 and all(a % 8 == 0 for _, a in widths.values())  # the default: fast widths
     assert report["after"]["macs"] < report["before"]["macs"]
 
 
