@@ -206,8 +206,8 @@ def resolve_round_to(analysis: Analysis, importance: Sequence[np.ndarray], reque
     Multiples of 8 keep groups of 8 channels or fewer whole and move widths in steps of 8, so a
     small model may not reach the target, or not within 1 %, with them: the check rescales uniform
     ratios and a few fixed random ones to the target (AGMC's Algorithm 1, as every candidate is)
-    and, when any misses, free widths are used and a warning says so. It uses MACs for the ``latency`` metric (its table is
-    measured after this choice).
+    and, when any misses, free widths are used and a warning says so. It uses MACs for the
+    ``latency`` metric (its table is measured after this choice).
     """
     if requested is not None:
         return requested
@@ -249,7 +249,8 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     (protobuf's 2 GiB) go through every step in parts (:mod:`onnxprune.large`). The latency
     table (``latency`` metric or reward) is timed on ``runtime``'s device with ``latency_threads``
     intra-op threads (``None``: :func:`~onnxprune.evaluate.timing_threads`, every CPU but one);
-    ``runtime`` keeps its own threads for scoring. ``agmc_pool`` picks the ``agmc`` encoder's
+    ``runtime`` keeps its own threads for scoring. ``round_to`` ``None`` chooses multiples of 8
+    where they can meet the target (:func:`resolve_round_to`). ``agmc_pool`` picks the ``agmc`` encoder's
     graph pooling (``mean`` or ``diffpool``).
     """
     source, target_path = Path(path).resolve(), Path(output).resolve()
