@@ -59,13 +59,17 @@ def test_preload_output_goes_to_the_log_not_stdout(capsys: pytest.CaptureFixture
     assert calls == ["preload"] and capsys.readouterr().out == ""
 
 
-def test_preload_is_skipped_on_old_ort_and_survives_a_failure() -> None:
-    preload_cuda_libraries(_fake_ort([CUDA_EP, CPU_EP], [CUDA_EP], [], preload=None))  # no preload_dlls: no-op
+def test_preload_is_skipped_on_old_ort_and_survives_a_failure(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("DEBUG", logger=runtime_module.__name__):
+        preload_cuda_libraries(_fake_ort([CUDA_EP, CPU_EP], [CUDA_EP], [], preload=None))  # no preload_dlls
+        assert caplog.records == []
 
-    def broken() -> None:
-        raise RuntimeError("Invalid parameter of directory=None. The directory does not exist!")
+        def broken() -> None:
+            raise RuntimeError("Invalid parameter of directory=None. The directory does not exist!")
 
-    preload_cuda_libraries(_fake_ort([CUDA_EP, CPU_EP], [CUDA_EP], [], preload=broken))  # logged, not raised
+        preload_cuda_libraries(_fake_ort([CUDA_EP, CPU_EP], [CUDA_EP], [], preload=broken))  # logged, not raised
+    assert [r.getMessage() for r in caplog.records] == [
+        "onnxruntime.preload_dlls failed: RuntimeError: Invalid parameter of directory=None. The directory does not exist!"]
 
 
 @pytest.mark.parametrize(("device", "available", "preloads"), [
