@@ -2,7 +2,8 @@
 
 For ResNet-56 (pretrained when ../shared is present, else random weights) and its 50 %-MACs
 pruned versions (``onnxprune compress --target 0.5 --agent uniform``, reconstructed on 1,000
-train images when ../shared is present, else data-free; free channel counts and ``--round-to 8``):
+train images when ../shared is present, else data-free; free channel counts ``--round-to 1`` and
+multiples of 8 ``--round-to 8``):
 
 1. Scores: the ``onnxprune eval`` CLI on ``--data`` with ``--device cpu`` and ``--device cuda``
    (top-1 of each, and the provider each run reports); in-process, the logits of both providers
@@ -63,7 +64,7 @@ def build(work: Path, images: int) -> None:
     train = SHARED / "data" / "cifar10" / "train.npz"
     scored = (["--agent", "uniform", "--data", str(train), "--preprocess", "cifar", "--val-split", "1000",
                "--reconstruct", "--calib", str(train), "--calib-size", "1000"] if train.is_file() else [])
-    cli("compress", str(original), "-o", str(work / MODELS[1]), "--target", "0.5", *scored)
+    cli("compress", str(original), "-o", str(work / MODELS[1]), "--target", "0.5", "--round-to", "1", *scored)
     cli("compress", str(original), "-o", str(work / MODELS[2]), "--target", "0.5", "--round-to", "8", *scored)
     if test.is_file():
         with np.load(test, allow_pickle=False) as npz:
