@@ -8,6 +8,7 @@ from typing import Any
 
 from onnxprune.analyze.cost import Cost
 from onnxprune.plan import Plan
+from onnxprune.search.env import Episode
 
 
 @dataclass(frozen=True)
@@ -65,3 +66,96 @@ class PruneReport:
                 "before": {**self.before.__dict__, "bytes": self.bytes_before},
                 "after": {**self.after.__dict__, "bytes": self.bytes_after},
                 "groups_pruned": self.groups_pruned, "groups_frozen": self.groups_frozen}
+
+
+@dataclass(frozen=True)
+class GroupWidth:
+    """Channels of one prunable group before and after."""
+
+    id: int
+    before: int
+    after: int
+
+
+@dataclass(frozen=True)
+class CompressReport:
+    """The result of a policy search and the saved model.
+
+    Attributes:
+        source: The input model.
+        output: Where the pruned model was written.
+        agent: The agent that searched (``uniform`` for data-free runs).
+        metric: The resource the target applies to.
+        target: Fraction of ``metric`` removed as requested.
+        seed: The run's seed.
+        episodes: Episodes evaluated in total (including before a resume).
+        data_free: True when no data was given (uniform ratio, weight-norm criterion).
+        before: Cost of the input.
+        after: Cost of the output.
+        bytes_before: Input size on disk.
+        bytes_after: Output size on disk.
+        accuracy_before: Validation top-1 (percent) of the input, when data was given.
+        accuracy_after: Validation top-1 (percent) of the output, when data was given.
+        groups: Per-group widths.
+        search_seconds: Wall time of the search (this process).
+        best: The chosen episode.
+        triton_dir: The Triton model folder written (``--triton-repo``), if any.
+        latency_ms: Predicted Conv/Gemm milliseconds before and after (latency table), if measured.
+        accuracy_unrepaired: The chosen candidate's searched score (percent) when a repair followed.
+        repair_seconds: Time of the final repair and re-ranking.
+        finalists: ``(episode, searched %, repaired %)`` of each finalist re-ranked by the final repair.
+        agmc_pool: The ``agmc`` encoder's graph pooling (``mean`` / ``diffpool``), ``None`` for other agents.
+        provider: The ONNX Runtime execution provider that scored the candidates (``None``: data-free).
+        round_to: Kept channel counts are multiples of this (where a group has more channels).
+    """
+
+    source: str
+    output: Path
+    agent: str
+    metric: str
+    target: float
+    seed: int
+    episodes: int
+    data_free: bool
+    before: Cost
+    after: Cost
+    bytes_before: int
+    bytes_after: int
+    accuracy_before: float | None
+    accuracy_after: float | None
+    groups: tuple[GroupWidth, ...]
+    search_seconds: float
+    best: Episode
+    triton_dir: Path | None = None
+    latency_ms: tuple[float, float] | None = None
+    accuracy_unrepaired: float | None = None
+    repair_seconds: float = 0.0
+    finalists: tuple[tuple[int, float | None, float | None], ...] = ()
+    agmc_pool: str | None = None
+    provider: str | None = None
+    round_to: int = 1
+
+    @property
+    def achieved(self) -> float:
+        """Fraction of the metric removed."""
+        if self.latency_ms is not None and self.metric == "latency":
+            before, after = self.latency_ms
+        else:
+            before, after = getattr(self.before, self.metric), getattr(self.after, self.metric)
+        return 1.0 - after / before if before else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {"source": self.source, "output": str(self.output), "agent": self.agent, "metric": self.metric,
+                "target": self.target, "achieved": self.achieved, "seed": self.seed, "episodes": self.episodes,
+                "data_free": self.data_free,
+                "before": {**self.before.__dict__, "bytes": self.bytes_before},
+                "after": {**self.after.__dict__, "bytes": self.bytes_after},
+                "accuracy_before": self.accuracy_before, "accuracy_after": self.accuracy_after,
+                "groups": [g.__dict__ for g in self.groups], "search_seconds": self.search_seconds,
+                "best": self.best.to_json(), "latency_ms": list(self.latency_ms) if self.latency_ms else None,
+                "triton_dir": str(self.triton_dir) if self.triton_dir else None,
+                "accuracy_unrepaired": self.accuracy_unrepaired, "repair_seconds": self.repair_seconds,
+                "finalists": [{"episode": i, "searched": a, "repaired": b} for i, a, b in self.finalists],
+                "agmc_pool": self.agmc_pool, "provider": self.provider,
+                "round_to": self.round_to}

@@ -14,16 +14,14 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
 
 from onnxprune.analyze import analyze
 from onnxprune.analyze import cost as analyze_cost
-from onnxprune.analyze.cost import Cost
 from onnxprune.analyze.importance import weight_importance
 from onnxprune.analyze.types import Analysis
 from onnxprune.errors import DataError, OutputError, PlanError
@@ -38,6 +36,7 @@ from onnxprune.pipeline.gnnrl import run_gnnrl
 from onnxprune.pipeline.latency_table import measure_table
 from onnxprune.pipeline.pruning import RepairSettings, repair_best, repairing_apply
 from onnxprune.plan import ROUND_TO
+from onnxprune.report import CompressReport, GroupWidth
 from onnxprune.search.baselines import TOP_EPISODES, OnEpisode, SearchState, random_search, uniform_search
 from onnxprune.search.ddpg import DDPGConfig, default_warmup
 from onnxprune.search.env import CompressionEnv, Episode
@@ -49,99 +48,6 @@ from onnxprune.search.space import SearchSpace
 from onnxprune.search.states import AGMC_POOLS, STATE_KINDS
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class GroupWidth:
-    """Channels of one prunable group before and after."""
-
-    id: int
-    before: int
-    after: int
-
-
-@dataclass(frozen=True)
-class CompressReport:
-    """The result of a policy search and the saved model.
-
-    Attributes:
-        source: The input model.
-        output: Where the pruned model was written.
-        agent: The agent that searched (``uniform`` for data-free runs).
-        metric: The resource the target applies to.
-        target: Fraction of ``metric`` removed as requested.
-        seed: The run's seed.
-        episodes: Episodes evaluated in total (including before a resume).
-        data_free: True when no data was given (uniform ratio, weight-norm criterion).
-        before: Cost of the input.
-        after: Cost of the output.
-        bytes_before: Input size on disk.
-        bytes_after: Output size on disk.
-        accuracy_before: Validation top-1 (percent) of the input, when data was given.
-        accuracy_after: Validation top-1 (percent) of the output, when data was given.
-        groups: Per-group widths.
-        search_seconds: Wall time of the search (this process).
-        best: The chosen episode.
-        triton_dir: The Triton model folder written (``--triton-repo``), if any.
-        latency_ms: Predicted Conv/Gemm milliseconds before and after (latency table), if measured.
-        accuracy_unrepaired: The chosen candidate's searched score (percent) when a repair followed.
-        repair_seconds: Time of the final repair and re-ranking.
-        finalists: ``(episode, searched %, repaired %)`` of each finalist re-ranked by the final repair.
-        agmc_pool: The ``agmc`` encoder's graph pooling (``mean`` / ``diffpool``), ``None`` for other agents.
-        provider: The ONNX Runtime execution provider that scored the candidates (``None``: data-free).
-        round_to: Kept channel counts are multiples of this (where a group has more channels).
-    """
-
-    source: str
-    output: Path
-    agent: str
-    metric: str
-    target: float
-    seed: int
-    episodes: int
-    data_free: bool
-    before: Cost
-    after: Cost
-    bytes_before: int
-    bytes_after: int
-    accuracy_before: float | None
-    accuracy_after: float | None
-    groups: tuple[GroupWidth, ...]
-    search_seconds: float
-    best: Episode
-    triton_dir: Path | None = None
-    latency_ms: tuple[float, float] | None = None
-    accuracy_unrepaired: float | None = None
-    repair_seconds: float = 0.0
-    finalists: tuple[tuple[int, float | None, float | None], ...] = ()
-    agmc_pool: str | None = None
-    provider: str | None = None
-    round_to: int = 1
-
-    @property
-    def achieved(self) -> float:
-        """Fraction of the metric removed."""
-        if self.latency_ms is not None and self.metric == "latency":
-            before, after = self.latency_ms
-        else:
-            before, after = getattr(self.before, self.metric), getattr(self.after, self.metric)
-        return 1.0 - after / before if before else 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return {"source": self.source, "output": str(self.output), "agent": self.agent, "metric": self.metric,
-                "target": self.target, "achieved": self.achieved, "seed": self.seed, "episodes": self.episodes,
-                "data_free": self.data_free,
-                "before": {**self.before.__dict__, "bytes": self.bytes_before},
-                "after": {**self.after.__dict__, "bytes": self.bytes_after},
-                "accuracy_before": self.accuracy_before, "accuracy_after": self.accuracy_after,
-                "groups": [g.__dict__ for g in self.groups], "search_seconds": self.search_seconds,
-                "best": self.best.to_json(), "latency_ms": list(self.latency_ms) if self.latency_ms else None,
-                "triton_dir": str(self.triton_dir) if self.triton_dir else None,
-                "accuracy_unrepaired": self.accuracy_unrepaired, "repair_seconds": self.repair_seconds,
-                "finalists": [{"episode": i, "searched": a, "repaired": b} for i, a, b in self.finalists],
-                "agmc_pool": self.agmc_pool, "provider": self.provider,
-                "round_to": self.round_to}
 
 
 AGENTS: tuple[str, ...] = ("uniform", "random", *STATE_KINDS, "gnnrl")
@@ -254,15 +160,7 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     graph pooling (``mean`` or ``diffpool``).
     """
     source, target_path = Path(path).resolve(), Path(output).resolve()
-    if source == target_path:
-        raise OutputError(f"-o {output} is the input model; choose another output path (the input is never modified)")
-    if agent not in AGENTS:
-        raise PlanError(f"--agent {agent} is not available; use one of {', '.join(AGENTS)}")
-    if policy is not None and agent not in ("gnnrl", *STATE_KINDS):
-        raise PlanError(f"--policy is read by the gnnrl, amc and agmc agents, not {agent}; change --agent "
-                        "or drop --policy")
-    if agmc_pool not in AGMC_POOLS or (agmc_pool != "mean" and agent != "agmc"):
-        raise PlanError(f"--agmc-pool {agmc_pool}: use one of {', '.join(AGMC_POOLS)}, with --agent agmc only")
+    _check_options(source, target_path, output, agent=agent, policy=policy, agmc_pool=agmc_pool)
     deploy = deploy or DeployOptions()
     repair = disjoint_calibration(repair, data)
     original = read(source, interface_only=True, proto_limit=proto_limit)  # models above 2 GiB: in parts
@@ -285,20 +183,9 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
         agent = "uniform"
     env = CompressionEnv(space, target=target, metric=metric, apply=repairing_apply(analysis, source, repair),
                          score=score, reward=reward_fn(reward))
-    config: dict[str, object] = {"model": str(source), "target": target, "metric": metric, "agent": agent,
-                                 "seed": seed, "round_to": round_to, "max_ratio": max_ratio,
-                                 "criterion": criterion, "reward": reward, "data": str(data.path) if data else None,
-                                 "val_split": data.val_split if data else None,
-                                 "candidate_repair": [repair.mode, repair.candidate_images] if repair else None}
-    if agent in STATE_KINDS:  # a --policy agent already acts: no random warm-up unless asked
-        config["warmup"] = (0 if policy is not None else default_warmup(episodes)) if warmup is None else warmup
-        if policy is not None:
-            config["policy"] = str(Path(policy).resolve())
-    if agent == "agmc" and agmc_pool != "mean":  # absent for mean: checkpoints from before the option resume
-        config["agmc_pool"] = agmc_pool
-    if agent == "gnnrl":  # the agent file is part of the run: a resume must name the same one
-        config["policy"] = str(Path(policy).resolve()) if policy is not None else None
-        config["ppo"] = asdict(ppo or PPOConfig())
+    config = _run_config(source, target=target, metric=metric, agent=agent, seed=seed, round_to=round_to,
+                         max_ratio=max_ratio, criterion=criterion, reward=reward, data=data, repair=repair,
+                         episodes=episodes, warmup=warmup, policy=policy, ppo=ppo, agmc_pool=agmc_pool)
     checkpoint = _checkpoint_path(target_path)
     state = _read_checkpoint(checkpoint, config) if resume and checkpoint.exists() else None
 
@@ -309,21 +196,11 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
         if on_episode is not None:
             on_episode(episode, new_state, candidate, best)
 
-    if agent == "uniform":
-        state = state if state is not None and state.best is not None else uniform_search(env, seed=seed, on_episode=record)
-    elif agent in STATE_KINDS:  # DDPG on AMC's handcrafted state or AGMC's encoder-decoder state
-        state = run_ddpg(env, agent, episodes, seed=seed, output=target_path, state=state, on_episode=record,
-                         config=DDPGConfig(warmup=int(config["warmup"])),
-                         policy=Path(policy) if policy is not None else None, pool=agmc_pool)
-    elif agent == "gnnrl":  # PPO over the m-GNN policy; the agent is saved as <output>.agent.pt
-        state = run_gnnrl(env, episodes, seed=seed, output=target_path, run=config, resume=resume,
-                          policy=Path(policy) if policy is not None else None, config=ppo, on_episode=record)
-    else:
-        state = random_search(env, episodes, seed=seed, state=state, on_episode=record)
-    best = state.best
-    if best is None:
+    state = _search(env, agent, config, episodes=episodes, seed=seed, output=target_path, state=state,
+                    record=record, resume=resume, policy=policy, ppo=ppo, agmc_pool=agmc_pool)
+    if state.best is None:
         raise PlanError("the search evaluated no episode; raise --episodes")
-    pool = (state.top or (best,))[:max(finalists, 1)]
+    pool = (state.top or (state.best,))[:max(finalists, 1)]
     pick, chosen, fixed = repair_best(analysis, source, [(e.plan, e.accuracy) for e in pool], repair, score)
     best = pool[pick]
     accuracy = f"{100.0 * fixed.accuracy:.2f}" if fixed.accuracy is not None else None
@@ -341,9 +218,8 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
                           before=analyze_cost.model_cost(analysis.model),
                           after=analyze_cost.model_cost(load(saved, input_shapes=input_shapes, proto_limit=proto_limit)),
                           bytes_before=disk_bytes(source), bytes_after=disk_bytes(saved),
-                          accuracy_before=accuracy_before,
-                          accuracy_after=100.0 * fixed.accuracy if fixed.accuracy is not None else None,
-                          accuracy_unrepaired=100.0 * best.accuracy if repair and best.accuracy is not None else None,
+                          accuracy_before=accuracy_before, accuracy_after=_percent(fixed.accuracy),
+                          accuracy_unrepaired=_percent(best.accuracy) if repair else None,
                           repair_seconds=fixed.seconds,
                           groups=widths, search_seconds=time.perf_counter() - started, best=best,
                           triton_dir=triton_dir, latency_ms=latency_ms,
@@ -351,6 +227,59 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
                                           for e, v in zip(pool, fixed.finalists)),
                           agmc_pool=agmc_pool if agent == "agmc" else None, provider=provider,
                           round_to=round_to)
+
+
+def _check_options(source: Path, target_path: Path, output: str | os.PathLike[str], *, agent: str,
+                   policy: str | os.PathLike[str] | None, agmc_pool: str) -> None:
+    """Refuse settings that cannot run, each with a one-line fix (before anything is loaded)."""
+    if source == target_path:
+        raise OutputError(f"-o {output} is the input model; choose another output path (the input is never modified)")
+    if agent not in AGENTS:
+        raise PlanError(f"--agent {agent} is not available; use one of {', '.join(AGENTS)}")
+    if policy is not None and agent not in ("gnnrl", *STATE_KINDS):
+        raise PlanError(f"--policy is read by the gnnrl, amc and agmc agents, not {agent}; change --agent "
+                        "or drop --policy")
+    if agmc_pool not in AGMC_POOLS or (agmc_pool != "mean" and agent != "agmc"):
+        raise PlanError(f"--agmc-pool {agmc_pool}: use one of {', '.join(AGMC_POOLS)}, with --agent agmc only")
+
+
+def _run_config(source: Path, *, target: float, metric: str, agent: str, seed: int, round_to: int,
+                max_ratio: float, criterion: str, reward: str, data: DataSpec | None,
+                repair: RepairSettings | None, episodes: int, warmup: int | None,
+                policy: str | os.PathLike[str] | None, ppo: PPOConfig | None, agmc_pool: str) -> dict[str, object]:
+    """The settings that define a run: saved in the checkpoint, a ``--resume`` must repeat them."""
+    config: dict[str, object] = {"model": str(source), "target": target, "metric": metric, "agent": agent,
+                                 "seed": seed, "round_to": round_to, "max_ratio": max_ratio,
+                                 "criterion": criterion, "reward": reward, "data": str(data.path) if data else None,
+                                 "val_split": data.val_split if data else None,
+                                 "candidate_repair": [repair.mode, repair.candidate_images] if repair else None}
+    if agent in STATE_KINDS:  # a --policy agent already acts: no random warm-up unless asked
+        config["warmup"] = (0 if policy is not None else default_warmup(episodes)) if warmup is None else warmup
+        if policy is not None:
+            config["policy"] = str(Path(policy).resolve())
+    if agent == "agmc" and agmc_pool != "mean":  # absent for mean: checkpoints from before the option resume
+        config["agmc_pool"] = agmc_pool
+    if agent == "gnnrl":  # the agent file is part of the run: a resume must name the same one
+        config["policy"] = str(Path(policy).resolve()) if policy is not None else None
+        config["ppo"] = asdict(ppo or PPOConfig())
+    return config
+
+
+def _search(env: CompressionEnv, agent: str, config: dict[str, object], *, episodes: int, seed: int,
+            output: Path, state: SearchState | None, record: OnEpisode, resume: bool,
+            policy: str | os.PathLike[str] | None, ppo: PPOConfig | None, agmc_pool: str) -> SearchState:
+    """Run ``agent`` on ``env`` from ``state`` (a resumed run) or from the start."""
+    agent_file = Path(policy) if policy is not None else None
+    if agent == "uniform":
+        return state if state is not None and state.best is not None else uniform_search(env, seed=seed,
+                                                                                          on_episode=record)
+    if agent in STATE_KINDS:  # DDPG on AMC's handcrafted state or AGMC's encoder-decoder state
+        return run_ddpg(env, agent, episodes, seed=seed, output=output, state=state, on_episode=record,
+                        config=DDPGConfig(warmup=int(str(config["warmup"]))), policy=agent_file, pool=agmc_pool)
+    if agent == "gnnrl":  # PPO over the m-GNN policy; the agent is saved as <output>.agent.pt
+        return run_gnnrl(env, episodes, seed=seed, output=output, run=config, resume=resume,
+                         policy=agent_file, config=ppo, on_episode=record)
+    return random_search(env, episodes, seed=seed, state=state, on_episode=record)
 
 
 def _percent(value: float | None) -> float | None:
