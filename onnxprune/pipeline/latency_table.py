@@ -5,7 +5,8 @@ rebuilt as a tiny single-node model (random weights, batch 1, the layer's attrib
 pair of kept widths on a grid (``fractions`` of the input and output channels, rounded to
 ``round_to``), and timed on the given :class:`~onnxprune.evaluate.Runtime`: a few warm-up runs,
 then the median of ``repeats`` runs. Results are cached in a JSON file; entries already there
-for the same device are reused, so a second search on the model measures nothing.
+for the same device and width grid are reused, so a second search on the model measures nothing
+(a grid of another ``round_to`` is timed again: interpolation clamps to the measured widths).
 """
 
 from __future__ import annotations
@@ -115,10 +116,13 @@ def measure_table(analysis: Analysis, runtime: Runtime, *, cache: Path | None = 
     measured = 0
     for node in analysis.model.proto.graph.node:
         layer = describe(node, analysis.model.shapes.get)
-        if layer is None or layer.key in entries:
+        if layer is None:
             continue
         outs = grid(layer.c_out, fractions, round_to)
         ins = (0,) if layer.depthwise else grid(layer.c_in, fractions, round_to)
+        known = entries.get(layer.key)
+        if known is not None and (known.widths_in, known.widths_out) == (ins, outs):
+            continue
         ms = tuple(tuple(time_model(runtime, single_node(layer, ci, co, rng), repeats) for co in outs) for ci in ins)
         entries[layer.key] = TableEntry(ins, outs, ms)
         measured += len(ins) * len(outs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from onnxprune import pipeline
 from onnxprune.errors import PlanError
 from onnxprune.evaluate import DataSpec, Runtime, make_preprocess
 from onnxprune.load import load
+from onnxprune.pipeline import compressing
 from onnxprune.pipeline.latency_table import FRACTIONS, grid, measure_table, single_node
 from onnxprune.search.env import CompressionEnv
 from onnxprune.search.latency import LatencyModel, LatencyTable, TableEntry, describe
@@ -82,6 +84,10 @@ def test_measured_table_is_cached_and_predicts_the_sum(analysis, tmp_path: Path)
     stamp = cache.stat().st_mtime_ns
     again = measure_table(analysis, runtime, cache=cache, fractions=(0.5, 1.0), repeats=3)
     assert again == table and cache.stat().st_mtime_ns == stamp  # nothing measured twice
+    eights = measure_table(analysis, runtime, cache=cache, fractions=(0.5, 1.0), repeats=3, round_to=8)
+    changed = [k for k in table.entries if eights.entries[k] != table.entries[k]]
+    assert len(changed) == 1 and eights.entries[changed[0]].widths_out == (8,)  # only the Gemm's grid (5, 10) moved
+    assert cache.stat().st_mtime_ns != stamp  # the other grid was timed and cached, not the old one reused
     model = LatencyModel(analysis, table)
     full = sum(table.entries[layer.key].at(layer.c_in, layer.c_out) for _, layer in model.nodes)
     assert model.predict(analysis.model.shapes.get) == pytest.approx(full)
@@ -110,13 +116,62 @@ def test_compress_to_a_latency_target(analysis, tmp_path: Path) -> None:  # noqa
     export_onnx(resnet_cifar(20, seed=0), (1, 3, 32, 32), source)
     report = pipeline.compress_file(source, tmp_path / "out.onnx", target=0.4, metric="latency", agent="random",
                                     episodes=2, seed=0, data=DataSpec(path=npz, preprocess=make_preprocess("cifar")),
-                                    runtime=Runtime(device="cpu", threads=1))
+                                    runtime=Runtime(device="cpu", threads=1), latency_threads=1)
     assert report.latency_ms is not None
     assert abs(report.latency_ms[1] / (0.6 * report.latency_ms[0]) - 1) <= 0.01  # within 1 % of the goal
     assert report.after.macs < report.before.macs
     assert (tmp_path / "out.onnx.latency.json").exists()
     session = ort.InferenceSession(str(report.output), providers=["CPUExecutionProvider"])
     assert session.run(None, {session.get_inputs()[0].name: np.zeros((1, 3, 32, 32), np.float32)})[0].shape == (1, 10)
+
+
+def _offset_table(analysis, round_to: int, offset: float) -> LatencyTable:  # noqa: ANN001
+    """Time = ``offset`` ms per layer + MACs at the width pair, on the ``round_to`` width grid."""
+    entries = {}
+    for node in analysis.model.proto.graph.node:
+        layer = describe(node, analysis.model.shapes.get)
+        if layer is None:
+            continue
+        ins, outs = grid(layer.c_in, FRACTIONS, round_to), grid(layer.c_out, FRACTIONS, round_to)
+        hw = float(np.prod(layer.spatial)) if layer.spatial else 1.0
+        entries[layer.key] = TableEntry(ins, outs, tuple(tuple(offset + 1e-6 * ci * co * hw for co in outs)
+                                                         for ci in ins))
+    return LatencyTable("synthetic", entries)
+
+
+def test_latency_target_out_of_reach_of_8s_uses_free_widths(analysis, tmp_path: Path,  # noqa: ANN001
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """A table whose per-layer overhead caps what 8s can remove (as 15 threads did on a 16-core GPU machine)."""
+    offset, importance = 0.2, weight_importance(analysis)
+
+    def removable(round_to: int) -> float:
+        space = SearchSpace.build(analysis, importance, round_to=round_to,
+                                  latency=LatencyModel(analysis, _offset_table(analysis, round_to, offset)))
+        return 1 - space.measure(space.keeps([space.max_ratio] * len(space)), "latency") / space.measure(
+            space.sizes, "latency")
+
+    eights, free = removable(8), removable(1)
+    assert free - eights > 0.03  # 0.496 / 0.539
+    target = (eights + free) / 2
+    timed: list[int] = []
+
+    def fake_table(analysis, runtime, *, round_to: int, cache: Path) -> LatencyTable:  # noqa: ANN001
+        timed.append(round_to)
+        return _offset_table(analysis, round_to, offset)
+
+    monkeypatch.setattr(compressing, "measure_table", fake_table)
+    source = tmp_path / "r20.onnx"
+    export_onnx(resnet_cifar(20, seed=0), (1, 3, 32, 32), source)
+    with caplog.at_level(logging.WARNING, logger="onnxprune.pipeline.compressing"):
+        report = pipeline.compress_file(source, tmp_path / "out.onnx", target=target, metric="latency")
+    assert timed == [8, 1]  # MACs allowed 8s; the table did not, so it was timed again on the free grid
+    assert report.round_to == 1 and "using free channel counts (--round-to 1)" in caplog.text
+    assert report.latency_ms is not None
+    assert abs(report.latency_ms[1] / ((1 - target) * report.latency_ms[0]) - 1) <= 0.01
+    with pytest.raises(PlanError, match="cannot be reached"):  # the user's --round-to 8 stands: refused
+        pipeline.compress_file(source, tmp_path / "forced.onnx", target=target, metric="latency", round_to=8)
+    assert timed == [8, 1, 8]
 
 
 def test_latency_aware_reward(analysis) -> None:  # noqa: ANN001
