@@ -75,12 +75,22 @@ def keep_count(size: int, ratio: float, round_to: int = 1) -> int:
         raise PlanError(f"--ratio {ratio} is outside [0, 1); pass the fraction of channels to remove")
     if round_to < 1:
         raise PlanError(f"--round-to {round_to} must be >= 1")
-    keep = max(1, size - int(np.floor(ratio * size + 1e-9)))
-    if round_to > 1:
-        if size <= round_to:
-            return size
-        keep = min(size, max(round_to, int(round(keep / round_to)) * round_to))
-    return keep
+    return round_width(max(1, size - int(np.floor(ratio * size + 1e-9))), size, round_to)
+
+
+def round_width(keep: int, size: int, round_to: int) -> int:
+    """``keep`` channels of a ``size``-channel group moved to the nearest multiple of ``round_to``.
+
+    The whole group is a width too: a group of 100 channels asked to keep 100 (or 99) keeps 100,
+    not 96, so a group the policy leaves alone is never cut by the rounding. Groups of
+    ``round_to`` channels or fewer stay whole.
+    """
+    if round_to <= 1:
+        return keep
+    if size <= round_to:
+        return size
+    nearest = min(size, max(round_to, int(round(keep / round_to)) * round_to))
+    return size if abs(size - keep) < abs(nearest - keep) else nearest
 
 
 def ratio_plan(scores: Sequence[np.ndarray], prunable: Sequence[bool], ratio: float, round_to: int = 1) -> Plan:

@@ -70,7 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--round-to", type=int, default=None, metavar="N",
                         help=f"keep channel counts multiples of N (default {ROUND_TO}, widths ONNX Runtime runs fast on "
                              "CPU and GPU, or 1 where that cannot reach --target; 1: the finest widths, often slower; "
-                             "groups of N or fewer channels stay whole)")
+                             "groups of N or fewer channels stay whole, and the whole group is a width too)")
     parser.add_argument("--max-ratio", type=float, default=0.8, help="most of a group's channels removed (0.8)")
     parser.add_argument("--criterion", choices=("l1", "l2", "fpgm"), default="l1", help="which channels go")
     parser.add_argument("--reward", choices=sorted(REWARDS), default="err", help="AGMC reward (default err)")

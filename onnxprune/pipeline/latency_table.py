@@ -25,6 +25,7 @@ from onnxprune.analyze.types import Analysis
 from onnxprune.compat import make_model
 from onnxprune.evaluate import Runtime
 from onnxprune.io import write_json_atomic
+from onnxprune.plan import round_width
 from onnxprune.search.latency import Layer, LatencyTable, TableEntry, describe
 
 logger = logging.getLogger(__name__)
@@ -33,11 +34,11 @@ FRACTIONS: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
 
 
 def grid(size: int, fractions: Sequence[float], round_to: int) -> tuple[int, ...]:
-    """Distinct widths ``round(f * size)`` rounded to ``round_to`` (at least 1, at most ``size``)."""
+    """Distinct widths ``round(f * size)`` rounded like the search rounds them (:func:`~onnxprune.plan.round_width`)."""
     out = set()
     for f in fractions:
-        width = int(round(f * size / round_to)) * round_to if size > round_to else int(round(f * size))
-        out.add(min(size, max(1, width)))
+        width = int(round(f * size))
+        out.add(max(1, round_width(width, size, round_to) if size > round_to else width))
     return tuple(sorted(out))
 
 

@@ -86,7 +86,7 @@ def test_measured_table_is_cached_and_predicts_the_sum(analysis, tmp_path: Path)
     assert again == table and cache.stat().st_mtime_ns == stamp  # nothing measured twice
     eights = measure_table(analysis, runtime, cache=cache, fractions=(0.5, 1.0), repeats=3, round_to=8)
     changed = [k for k in table.entries if eights.entries[k] != table.entries[k]]
-    assert len(changed) == 1 and eights.entries[changed[0]].widths_out == (8,)  # only the Gemm's grid (5, 10) moved
+    assert len(changed) == 1 and eights.entries[changed[0]].widths_out == (8, 10)  # only the Gemm's (5, 10) moved
     assert cache.stat().st_mtime_ns != stamp  # the other grid was timed and cached, not the old one reused
     model = LatencyModel(analysis, table)
     full = sum(table.entries[layer.key].at(layer.c_in, layer.c_out) for _, layer in model.nodes)
