@@ -31,6 +31,7 @@ import base64
 import copy
 import io
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -360,17 +361,17 @@ def _search(env: CompressionEnv[Any], states: StateBuilder, episodes: int, *, se
         learner.load_policy(policy, "--policy")
     steps = len(env.space)
     for index in range(state.next_episode, episodes):
-        observed, memos, actions = [], [], []
+        actions: list[float] = []
         states.begin()
         for t in range(steps):
-            observed.append(states.state(t, actions))
-            memos.append(states.memo())
-            actions.append(learner.act(observed[-1], index))
+            actions.append(learner.act(states.state(t, actions), index))
         env.episodes = index
         episode, candidate = env.evaluate_with_candidate(actions)
+        applied = list(episode.actions)  # Algorithm 1's rescaled actions: what the candidate was built from
+        observed, memos = replay_states(states, applied)
         for t in range(steps):  # the last step's s' is masked by done; its memo is any valid one
             last = t == steps - 1
-            learner.buffer.add(observed[t], actions[t], episode.reward,
+            learner.buffer.add(observed[t], applied[t], episode.reward,
                                np.zeros_like(observed[t]) if last else observed[t + 1], last,
                                memos[t], memos[t] if last else memos[t + 1])
         if index >= config.warmup:  # one update per stored step, as AMC
@@ -382,6 +383,23 @@ def _search(env: CompressionEnv[Any], states: StateBuilder, episodes: int, *, se
         if on_episode is not None:
             on_episode(episode, state, candidate, better)
     return state
+
+
+def replay_states(states: StateBuilder, applied: Sequence[float]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """States and memos of an episode replayed with the ``applied`` (rescaled) actions.
+
+    The replay buffer stores these transitions, not the requested actions: Algorithm 1 makes the
+    level of the requested actions irrelevant (any vector is rescaled to the target), so a critic
+    trained on them cannot tell 0.8 everywhere from 0.5 everywhere and the actor drifts into its
+    sigmoid's saturation (seen on ResNet-56: after the warm-up both amc and agmc asked for 0.74-0.80
+    in all 30 groups, a uniform plan plus noise, with no gradient left to leave it).
+    """
+    observed, memos = [], []
+    states.begin()
+    for t in range(len(applied)):
+        observed.append(states.state(t, applied[:t]))
+        memos.append(states.memo())
+    return observed, memos
 
 
 def default_warmup(episodes: int) -> int:

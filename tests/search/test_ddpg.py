@@ -186,3 +186,24 @@ def test_compress_ddpg_resume_after_interrupt(resnet20: Path, tiny_npz: Path, tm
     resumed = pipeline.compress_file(resnet20, out, resume=True, on_episode=lambda e, *_: seen.append(e.index),
                                      **kwargs)
     assert seen == [2, 3] and resumed.best.plan == full.best.plan and resumed.episodes == 4
+
+
+def test_replay_holds_the_applied_actions_and_their_states(space: SearchSpace) -> None:
+    """The buffer stores Algorithm 1's rescaled actions (what was built), with states replayed on them."""
+    env = _env(space)
+    seen: list = []
+    config = DDPGConfig(hidden=32, warmup=1, batch_size=8, buffer_size=200)
+    state = ddpg_search(env, AMCStates(env), 3, seed=3, config=config,
+                        on_episode=lambda episode, *_: seen.append(episode))
+    learner = DDPGAgent(11, space.max_ratio, config, generator=torch.Generator().manual_seed(0),
+                        rng=np.random.default_rng(0))
+    learner.load_json(state.agent_state)
+    steps = len(space)
+    stored = learner.buffer.arrays()
+    actions = np.asarray(stored["actions"])[:3 * steps].reshape(3, steps)
+    for row, episode in zip(actions, seen):
+        np.testing.assert_allclose(row, episode.actions, atol=1e-6)
+        assert np.abs(np.asarray(episode.requested) - np.asarray(episode.actions)).max() > 1e-3  # really rescaled
+    states = np.asarray(stored["states"])[:steps]
+    replayed = [env.state(t, list(seen[0].actions[:t])) for t in range(steps)]
+    np.testing.assert_allclose(states, np.stack(replayed), atol=1e-6)
