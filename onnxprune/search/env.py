@@ -24,7 +24,7 @@ import numpy as np
 from onnxprune.analyze.cost import group_shares
 from onnxprune.errors import PlanError
 from onnxprune.plan import Plan
-from onnxprune.search.rescale import rescale
+from onnxprune.search.rescale import Rescaled, rescale
 from onnxprune.search.reward import RewardFn, r_err
 from onnxprune.search.space import SearchSpace
 
@@ -127,6 +127,7 @@ class CompressionEnv(Generic[Candidate]):
         self.scale = np.maximum(np.abs(self.features).max(axis=0), 1e-12)
         self.flops = self.features[:, 7]
         self.episodes = 0
+        self.missed = 0  # candidates whose rounding kept them more than 1 % off the target
         self._actions: list[float] = []
 
     @property
@@ -166,9 +167,20 @@ class CompressionEnv(Generic[Candidate]):
         episode, _ = self.evaluate_with_candidate(actions)
         return episode
 
+    def _note_miss(self, fitted: Rescaled) -> None:
+        """Warn once per run when channel rounding keeps a candidate over 1 % off the target (then debug)."""
+        if abs(fitted.value - fitted.goal) <= 0.01 * fitted.goal:
+            return
+        self.missed += 1
+        logger.log(logging.WARNING if self.missed == 1 else logging.DEBUG,
+                   "episode %d: rescaled %s is %.2f %% off the goal (rounding to %d); the report gives the %s "
+                   "reached, further misses are logged at debug level", self.episodes, self.metric,
+                   100.0 * abs(fitted.value - fitted.goal) / fitted.goal, self.space.round_to, self.metric)
+
     def evaluate_with_candidate(self, actions: Sequence[float]) -> tuple[Episode, Candidate]:
         """As :meth:`evaluate`, also returning the candidate (to save the best one)."""
-        fitted = rescale(self.space, actions, self.target, metric=self.metric)
+        fitted = rescale(self.space, actions, self.target, metric=self.metric, quiet=True)
+        self._note_miss(fitted)
         plan = self.space.plan(fitted.keeps)
         cost = self.space.plan_cost(plan)
         candidate = self.apply(plan)

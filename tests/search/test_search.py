@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import logging
 import math
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from onnxprune.load import load, normalize
 from onnxprune.rewrite import prune_model
 from onnxprune.search.baselines import random_search, uniform_search
 from onnxprune.search.env import STATE_FEATURES, CompressionEnv
-from onnxprune.search.rescale import rescale
+from onnxprune.search.rescale import Rescaled, rescale
 from onnxprune.search.reward import r_err, r_flops, r_param
 from onnxprune.search.space import SearchSpace
 
@@ -179,3 +180,16 @@ def test_compress_resume_after_interrupt(resnet20: Path, tiny_npz: Path, tmp_pat
     assert seen == [2, 3]
     assert resumed.best.plan == full.best.plan and resumed.episodes == 4
     assert not (tmp_path / "cut.onnx.search.json").exists()
+
+
+def test_rounding_misses_warn_once_per_run(space: SearchSpace, caplog: pytest.LogCaptureFixture) -> None:
+    """Candidates that rounding keeps over 1 % off the target: one warning per run, the rest at debug level."""
+    env = CompressionEnv(space, target=0.5, metric="macs", apply=lambda plan: None, score=None)
+    miss = Rescaled(actions=(), keeps=(), value=110.0, base=200.0, goal=100.0, rounds=1)
+    hit = Rescaled(actions=(), keeps=(), value=100.5, base=200.0, goal=100.0, rounds=1)
+    with caplog.at_level(logging.DEBUG, logger="onnxprune.search.env"):
+        for fitted in (hit, miss, miss, hit, miss):
+            env._note_miss(fitted)
+    noted = [r for r in caplog.records if "off the goal" in r.getMessage()]
+    assert env.missed == 3 and [r.levelno for r in noted] == [logging.WARNING, logging.DEBUG, logging.DEBUG]
+    assert "10.00 % off" in noted[0].getMessage()
