@@ -6,27 +6,15 @@ Since compress rounds to multiples of 8 by default, the 'free widths' model must
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import onnx
 import pytest
 
+from tool_loader import load_tool
+
 pytestmark = pytest.mark.slow
-
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "bench_gpu.py"
-
-
-def _tool() -> ModuleType:
-    """Import tools/bench_gpu.py (tools/ is no package)."""
-    spec = importlib.util.spec_from_file_location("bench_gpu_tool", TOOL)
-    if spec is None or spec.loader is None:
-        raise RuntimeError(f"cannot import {TOOL}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _conv_widths(path: Path) -> list[int]:
@@ -36,7 +24,7 @@ def _conv_widths(path: Path) -> list[int]:
 
 def test_build_writes_free_width_and_multiple_of_8_models(tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    tool = _tool()
+    tool = load_tool("bench_gpu")
     monkeypatch.setattr(tool, "SHARED", tmp_path / "no_shared")  # random weights, data-free compress
     work = tmp_path / "work"
     work.mkdir()

@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "search_table.py"
-
-
-def _tool() -> ModuleType:
-    """Import tools/search_table.py (tools/ is no package)."""
-    spec = importlib.util.spec_from_file_location("search_table_tool", TOOL)
-    if spec is None or spec.loader is None:
-        raise RuntimeError(f"cannot import {TOOL}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+from tool_loader import load_tool
 
 
 def _write(path: Path, seed: int, episodes: int, rows: dict[str, float]) -> Path:
@@ -33,7 +19,7 @@ def _write(path: Path, seed: int, episodes: int, rows: dict[str, float]) -> Path
 
 
 def test_paired_gaps_and_verdicts(tmp_path: Path) -> None:
-    tool = _tool()
+    tool = load_tool("search_table")
     files = [_write(tmp_path / "s0.json", 0, 100, {"uniform": 80.0, "random": 81.0, "gnnrl": 83.0, "agmc": 82.5}),
              _write(tmp_path / "s1.json", 1, 100, {"random": 84.0, "gnnrl": 83.5, "agmc": 85.0}),
              _write(tmp_path / "s0_300.json", 0, 300, {"gnnrl": 86.0})]
@@ -54,7 +40,7 @@ def test_paired_gaps_and_verdicts(tmp_path: Path) -> None:
 
 
 def test_later_file_wins_and_json_written(tmp_path: Path) -> None:
-    tool = _tool()
+    tool = load_tool("search_table")
     old = _write(tmp_path / "old.json", 0, 100, {"uniform": 80.0, "random": 81.0, "gnnrl": 79.0})
     new = _write(tmp_path / "new.json", 0, 100, {"gnnrl": 82.0})
     out = tmp_path / "table.json"
