@@ -18,7 +18,6 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -54,6 +53,8 @@ class Verdict:
     agent: str
     top1: dict[int, float]
     mean: float
+    uniform: float | None
+    random: dict[int, float]
     over_uniform: dict[int, float]
     over_random: dict[int, float]
     mean_over_random: float | None
@@ -96,7 +97,8 @@ def verdicts(runs: Sequence[Run]) -> list[Verdict]:
         paired = [top1[s] for s in over_r]
         mean_r = (sum(paired) - sum(random[s] for s in over_r)) / len(over_r) if over_r else None
         out.append(Verdict(model=model, episodes=budget, agent=agent, top1=dict(sorted(top1.items())),
-                           mean=sum(top1.values()) / len(top1), over_uniform=over_u, over_random=over_r,
+                           mean=sum(top1.values()) / len(top1), uniform=uniform.get(model),
+                           random=dict(sorted(random.items())), over_uniform=over_u, over_random=over_r,
                            mean_over_random=mean_r,
                            beats_uniform_each=bool(over_u) and min(over_u.values()) >= UNIFORM_MARGIN,
                            beats_random_each=min(over_r.values()) > 0 if over_r else None,
@@ -112,22 +114,17 @@ def _flag(value: bool | None) -> str:
     return "-" if value is None else ("yes" if value else "no")
 
 
-def print_table(rows: Sequence[Verdict], runs: Sequence[Run], console: Console) -> None:
+def print_table(rows: Sequence[Verdict], console: Console) -> None:
     """The verdict table, one line per learned agent, model and episode budget."""
-    uniform = {r.model: r.test_top1 for r in runs if r.agent == "uniform"}
-    random = {(r.model, r.episodes): {} for r in runs if r.agent == "random"}  # type: dict[Any, dict[int, float]]
-    for r in runs:
-        if r.agent == "random":
-            random[(r.model, r.episodes)][r.seed] = r.test_top1
     table = Table(title="Search agents, test top-1 % by seed (50 % MACs)")
     for name in ("model", "episodes", "agent", "top-1 by seed", "mean", "random by seed",
                  "vs uniform", "vs random", "mean vs random", ">= +2 uniform each", "> random each"):
         table.add_column(name, justify="right" if name not in ("model", "agent") else "left")
     for v in rows:
-        rand = random.get((v.model, v.episodes), {})
-        table.add_row(f"{v.model} (uniform {uniform.get(v.model, float('nan')):.2f})", str(v.episodes), v.agent,
+        uniform = "-" if v.uniform is None else f"{v.uniform:.2f}"
+        table.add_row(f"{v.model} (uniform {uniform})", str(v.episodes), v.agent,
                       " / ".join(f"{v.top1[s]:.2f}" for s in v.top1), f"{v.mean:.2f}",
-                      " / ".join(f"{rand[s]:.2f}" for s in sorted(rand)) or "-",
+                      " / ".join(f"{v.random[s]:.2f}" for s in v.random) or "-",
                       _gaps(v.over_uniform), _gaps(v.over_random),
                       "-" if v.mean_over_random is None else f"{v.mean_over_random:+.2f}",
                       _flag(v.beats_uniform_each), _flag(v.beats_random_each))
@@ -142,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     runs = read_runs(args.files)
     rows = verdicts(runs)
-    print_table(rows, runs, Console(width=200))
+    print_table(rows, Console(width=200))
     write_json_atomic(args.json, {"runs": [asdict(r) for r in runs], "verdicts": [asdict(v) for v in rows]})
     return 0
 
