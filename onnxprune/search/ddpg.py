@@ -3,11 +3,16 @@
 Read top to bottom:
 
 1. :class:`DDPGConfig` - every hyper-parameter, with the paper's value as default.
-2. :class:`~onnxprune.search.replay.ReplayBuffer`, :func:`soft_update`, :func:`noise_sigma`,
-   :func:`truncated_normal` - the small pieces the unit tests pin down with numbers.
+2. :class:`~onnxprune.search.replay.ReplayBuffer`, :func:`noise_sigma`, :func:`truncated_normal`
+   - the small pieces the unit tests pin down with numbers (the networks, :func:`soft_update` and
+   the policy loss are in :mod:`onnxprune.search.ddpg_nets`).
 3. :class:`DDPGAgent` - actor ``mu(s)`` and critic ``Q(s, a)`` (two hidden layers of 300 units),
    target copies, the update ``(y - Q(s, a))^2`` with ``y = r - b + gamma Q'(s', mu'(s'))``
-   (``b``: moving average of the batch rewards) and the policy loss ``-Q(s, mu(s))``.
+   (``b``: moving average of the batch rewards) and the policy loss: ``-Q(s, R(mu(s)))`` over
+   whole replayed episodes, with ``R`` Algorithm 1 linearized (``through_rescale``, default), or
+   the papers' per-step ``-Q(s, mu(s))``. The environment rescales every action vector to the
+   target, so only the gradient through ``R`` tells the actor which groups to prune *more* in
+   exchange; the per-step loss tells every group to prune less and the actor ends at a bound.
 4. :func:`ddpg_search` - episodes: one action per group (random during warm-up, then the actor
    plus exponentially decayed truncated-normal noise), Algorithm 1 rescaling and scoring in the
    environment, one transition per group step with the episode's reward on every step (AMC),
@@ -40,12 +45,17 @@ import torch
 from torch import Tensor, nn
 
 from onnxprune.errors import PlanError
-from onnxprune.search.threads import torch_threads
 from onnxprune.search.baselines import OnEpisode, SearchState
+from onnxprune.search.ddpg_nets import Actor, Critic, rescaled_actor_loss, soft_update
 from onnxprune.search.ddpg_policy import DDPGPolicy
+from onnxprune.search.rescale import group_weights
 from onnxprune.search.replay import ReplayBuffer
 from onnxprune.search.env import CompressionEnv
 from onnxprune.search.states import StateBuilder
+from onnxprune.search.threads import torch_threads
+
+__all__ = ["DDPGAgent", "DDPGConfig", "ReplayBuffer", "ddpg_search", "default_warmup", "export_policy",
+           "noise_sigma", "replay_states", "soft_update", "torch_threads", "truncated_normal"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +85,11 @@ class DDPGConfig:
             (``tools/bench_agmc_encoder.py``).
         encoder_lr: Adam learning rate of the encoder-decoder (a tenth of the critic's, so the
             actor's inputs move slowly).
+        through_rescale: Take the actor's gradient through Algorithm 1 (linearized, over whole
+            replayed episodes; :func:`~onnxprune.search.ddpg_nets.rescaled_actor_loss`). False is the
+            papers' per-step ``-Q(s, mu(s))``, which drifts to a uniform plan under the rescaling.
+        level_penalty: Weight of the penalty keeping the actor's requested level near the target
+            (only with ``through_rescale``).
     """
 
     hidden: int = 300
@@ -92,13 +107,8 @@ class DDPGConfig:
     torch_threads: int = 1
     train_encoder: bool = True
     encoder_lr: float = 1e-4
-
-
-@torch.no_grad()
-def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    """``target <- (1 - tau) target + tau source``, parameter by parameter."""
-    for t, s in zip(target.parameters(), source.parameters()):
-        t.mul_(1.0 - tau).add_(s, alpha=tau)
+    through_rescale: bool = True
+    level_penalty: float = 0.01
 
 
 def noise_sigma(config: DDPGConfig, episode: int) -> float:
@@ -119,54 +129,6 @@ def truncated_normal(mu: float, sigma: float, low: float, high: float, rng: np.r
     return float(np.clip(mu, low, high))
 
 
-def _mlp(sizes: tuple[int, ...]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
-
-
-@torch.no_grad()
-def _init(module: nn.Sequential, generator: torch.Generator) -> None:
-    """Glorot hidden layers, zero biases, a last layer in ``U(-3e-3, 3e-3)`` (DDPG paper)."""
-    linears = [m for m in module if isinstance(m, nn.Linear)]
-    for layer in linears[:-1]:
-        nn.init.xavier_uniform_(layer.weight, generator=generator)
-        layer.bias.zero_()
-    linears[-1].weight.uniform_(-3e-3, 3e-3, generator=generator)
-    linears[-1].bias.zero_()
-
-
-class Actor(nn.Module):
-    """``mu(s) = max_ratio * sigmoid(MLP(s))``: the fraction of the group's channels to remove."""
-
-    def __init__(self, state_dim: int, hidden: int, max_ratio: float, generator: torch.Generator) -> None:
-        super().__init__()
-        self.max_ratio = max_ratio
-        self.net = _mlp((state_dim, hidden, hidden, 1))
-        _init(self.net, generator)
-
-    def forward(self, state: Tensor) -> Tensor:
-        """``[B, D] -> [B]`` actions in ``[0, max_ratio]``."""
-        return self.max_ratio * torch.sigmoid(self.net(state)).squeeze(-1)
-
-
-class Critic(nn.Module):
-    """``Q(s, a) = MLP([s, a / max_ratio])`` with two hidden layers."""
-
-    def __init__(self, state_dim: int, hidden: int, max_ratio: float, generator: torch.Generator) -> None:
-        super().__init__()
-        self.max_ratio = max_ratio
-        self.net = _mlp((state_dim + 1, hidden, hidden, 1))
-        _init(self.net, generator)
-
-    def forward(self, state: Tensor, action: Tensor) -> Tensor:
-        """``[B, D], [B] -> [B]`` values."""
-        return self.net(torch.cat([state, (action / self.max_ratio).unsqueeze(-1)], dim=-1)).squeeze(-1)
-
-
 class DDPGAgent:
     """Actor, critic, their targets and optimizers, the replay buffer and the reward baseline.
 
@@ -176,9 +138,16 @@ class DDPGAgent:
     """
 
     def __init__(self, state_dim: int, max_ratio: float, config: DDPGConfig, *, generator: torch.Generator,
-                 rng: np.random.Generator, states: StateBuilder | None = None) -> None:
-        """Build the networks from ``generator``; ``rng`` drives actions, noise and sampling."""
+                 rng: np.random.Generator, states: StateBuilder | None = None,
+                 weights: np.ndarray | None = None) -> None:
+        """Build the networks from ``generator``; ``rng`` drives actions, noise and sampling.
+
+        ``weights`` (``[G]``, Algorithm 1's ``W_t``) turn on the actor loss through the rescaling
+        when ``config.through_rescale``; without them the actor loss is the per-step one.
+        """
         self.config, self.max_ratio, self.rng = config, max_ratio, rng
+        self.weights = (torch.as_tensor(weights, dtype=torch.float32)
+                        if weights is not None and config.through_rescale else None)
         self.actor = Actor(state_dim, config.hidden, max_ratio, generator)
         self.critic = Critic(state_dim, config.hidden, max_ratio, generator)
         self.actor_target = Actor(state_dim, config.hidden, max_ratio, generator)
@@ -243,8 +212,7 @@ class DDPGAgent:
         self.critic_opt.step()
         if self.net_opt is not None:
             self.net_opt.step()
-        s = s.detach()
-        actor_loss = -self.critic(s, self.actor(s)).mean()
+        actor_loss = self._actor_loss(s.detach())
         self.actor_opt.zero_grad()
         actor_loss.backward()
         self.actor_opt.step()
@@ -253,6 +221,26 @@ class DDPGAgent:
         if self.net is not None and self.net_target is not None:
             soft_update(self.net_target, self.net, cfg.tau)
         return float(critic_loss.detach()), float(actor_loss.detach())
+
+    def _actor_loss(self, s: Tensor) -> Tensor:
+        """Through Algorithm 1 on whole replayed episodes (``weights`` given), else ``-Q(s, mu(s))`` on ``s``."""
+        if self.weights is not None:
+            groups = len(self.weights)
+            rows = self.buffer.episode_rows(groups)
+            if len(rows):
+                take = min(len(rows), -(-self.config.batch_size // groups))
+                idx = rows[self.rng.choice(len(rows), size=take, replace=False)].reshape(-1)
+                stored = torch.from_numpy(self.buffer.actions[idx]).reshape(take, groups)
+                return rescaled_actor_loss(self.actor, self.critic, self._states_of(idx), stored, self.weights,
+                                           self.config.level_penalty)
+        return -self.critic(s, self.actor(s)).mean()
+
+    @torch.no_grad()
+    def _states_of(self, idx: np.ndarray) -> Tensor:
+        """Stored states of rows ``idx`` (re-encoded by the current encoder when it is trained)."""
+        if self.net_opt is not None and self.states is not None and self.net is not None:
+            return self.states.encode(self.buffer.take_memos(idx)[0], self.net)
+        return torch.from_numpy(self.buffer.states[idx])
 
     def _modules(self) -> dict[str, Any]:
         """The networks and optimizers that exist, by checkpoint name."""
@@ -266,13 +254,13 @@ class DDPGAgent:
         blob = io.BytesIO()
         tensors = {name: module.state_dict() for name, module in self._modules().items()}
         torch.save({**tensors, "buffer": self.buffer.arrays()}, blob)
-        return {"format": "ddpg-1", "tensors": base64.b64encode(blob.getvalue()).decode("ascii"),
+        return {"format": "ddpg-2", "tensors": base64.b64encode(blob.getvalue()).decode("ascii"),
                 "rng": self.rng.bit_generator.state, "baseline": self.baseline}
 
     def load_json(self, saved: dict[str, Any]) -> None:
         """Inverse of :meth:`to_json`."""
         try:
-            if saved.get("format") != "ddpg-1":
+            if saved.get("format") != "ddpg-2":
                 raise ValueError(f"format {saved.get('format')!r}")
             tensors = torch.load(io.BytesIO(base64.b64decode(saved["tensors"])), weights_only=True)
             for name, module in self._modules().items():
@@ -352,8 +340,9 @@ def _search(env: CompressionEnv[Any], states: StateBuilder, episodes: int, *, se
             config: DDPGConfig, state: SearchState | None, on_episode: OnEpisode | None,
             policy: DDPGPolicy | None) -> SearchState:
     """The loop of :func:`ddpg_search` (arguments as there)."""
+    weights = group_weights(env.space, env.metric) if config.through_rescale else None
     learner = DDPGAgent(states.dim, env.space.max_ratio, config, generator=torch.Generator().manual_seed(seed),
-                        rng=np.random.default_rng(seed), states=states)
+                        rng=np.random.default_rng(seed), states=states, weights=weights)
     state = state or SearchState(agent=agent, seed=seed)
     if state.agent_state is not None:
         learner.load_json(state.agent_state)
@@ -373,7 +362,7 @@ def _search(env: CompressionEnv[Any], states: StateBuilder, episodes: int, *, se
             last = t == steps - 1
             learner.buffer.add(observed[t], applied[t], episode.reward,
                                np.zeros_like(observed[t]) if last else observed[t + 1], last,
-                               memos[t], memos[t] if last else memos[t + 1])
+                               memos[t], memos[t] if last else memos[t + 1], episode=index, step=t)
         if index >= config.warmup:  # one update per stored step, as AMC
             losses = [learner.update() for _ in range(steps * config.updates_per_step)]
             if losses[-1] is not None:

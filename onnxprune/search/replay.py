@@ -30,11 +30,18 @@ class ReplayBuffer:
         self.dones = np.zeros(capacity, np.float32)
         self.memos = np.zeros((capacity, memo_dim), np.float32)
         self.next_memos = np.zeros((capacity, memo_dim), np.float32)
+        self.episodes = np.full(capacity, -1, np.int64)  # episode of each row (-1: not from an episode)
+        self.steps = np.full(capacity, -1, np.int64)  # its group step
 
     def add(self, state: np.ndarray, action: float, reward: float, next_state: np.ndarray, done: bool,
-            memo: np.ndarray | None = None, next_memo: np.ndarray | None = None) -> None:
-        """Store one transition (memos ignored without ``memo_dim``), overwriting the oldest when full."""
+            memo: np.ndarray | None = None, next_memo: np.ndarray | None = None, *, episode: int = -1,
+            step: int = -1) -> None:
+        """Store one transition (memos ignored without ``memo_dim``), overwriting the oldest when full.
+
+        ``episode`` and ``step`` place it in its episode, for :meth:`episode_rows`.
+        """
         i = self.pos
+        self.episodes[i], self.steps[i] = episode, step
         self.actions[i], self.rewards[i], self.dones[i] = action, reward, float(done)
         if self.states.shape[1]:
             self.states[i], self.next_states[i] = state, next_state
@@ -48,6 +55,15 @@ class ReplayBuffer:
     def draw(self, batch: int, rng: np.random.Generator) -> np.ndarray:
         """Indices of ``batch`` distinct stored transitions."""
         return rng.choice(self.size, size=batch, replace=False)
+
+    def episode_rows(self, steps: int) -> np.ndarray:
+        """``[E, steps]`` rows of the episodes stored whole (the ring may have cut the oldest), by step."""
+        filled = self.episodes[:self.size]
+        ids, counts = np.unique(filled[filled >= 0], return_counts=True)
+        whole = ids[counts == steps]
+        rows = np.flatnonzero(np.isin(filled, whole))
+        rows = rows[np.lexsort((self.steps[rows], self.episodes[rows]))]
+        return rows.reshape(len(whole), steps)
 
     def take(self, idx: np.ndarray) -> tuple[Tensor, ...]:
         """Transitions ``idx`` as tensors ``(s, a, r, s', done)``."""
@@ -64,7 +80,7 @@ class ReplayBuffer:
 
     def _names(self) -> tuple[str, ...]:
         memos = ("memos", "next_memos") if self.memo_dim else ()
-        return ("states", "actions", "rewards", "next_states", "dones", *memos)
+        return ("states", "actions", "rewards", "next_states", "dones", "episodes", "steps", *memos)
 
     def arrays(self) -> dict[str, Any]:
         """Contents, for a checkpoint."""
