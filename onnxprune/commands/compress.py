@@ -54,9 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--target", type=str, required=True, help="fraction of --metric to remove (0.5: half)")
     parser.add_argument("--metric", choices=METRICS, default="macs",
                         help="resource the target applies to (latency: Conv/Gemm time, per-layer table measured here)")
-    parser.add_argument("--agent", choices=pipeline.AGENTS, default="gnnrl",
-                        help="search agent (default gnnrl: PPO over the m-GNN; beat random search on 5 of 6 "
-                             "CIFAR ResNet runs and on the mean, see README)")
+    parser.add_argument("--agent", choices=pipeline.AGENTS, default="agmc",
+                        help="search agent (default agmc: DDPG on a GCN encoder-decoder state; beat random search "
+                             "on all 6 CIFAR ResNet benchmark runs, gnnrl on 5 of 6, see README)")
     parser.add_argument("--policy", type=Path, default=None, metavar="AGENT_PT",
                         help="gnnrl/amc/agmc: start from an agent trained on another model (its <out>.agent.pt; "
                              "amc/agmc then skip the random warm-up unless --warmup is given)")
