@@ -1,8 +1,8 @@
 """GNN-RL's agent: PPO over the m-GNN policy, in the style of cleanrl's ``ppo_continuous_action``.
 
-Read top to bottom: :class:`PPOConfig` (every knob), :func:`gae` (advantages), one episode
-(:func:`run_episode`), one PPO update (:func:`ppo_update`), the loop (:func:`ppo_search`) and the
-agent checkpoint (:class:`AgentCheckpoint`).
+Read top to bottom: :class:`~onnxprune.search.ppo_config.PPOConfig` (every knob, in its own
+module), :func:`gae` (advantages), one episode (:func:`run_episode`), one PPO update
+(:func:`ppo_update`), the loop (:func:`ppo_search`) and the agent checkpoint (:class:`AgentCheckpoint`).
 
 **Episode (multi-step, as GNN-RL).** An episode takes ``PPOConfig.steps`` pruning steps. At step
 ``k`` the state is the m-GNN embedding of the network as pruned so far (the graph is updated in
@@ -14,6 +14,11 @@ so each step prunes a fraction more and the last one lands on the target. Only t
 builds and scores a candidate: its reward is the environment's reward (validation accuracy of
 the pruned model, e.g. ``R_err = -error``); earlier steps get reward 0. ``steps=1`` is the
 one-step-per-episode variant.
+
+**Update (interpolated policy gradient).** The actor's loss is PPO's clipped surrogate plus
+``critic_weight`` times an off-policy term: the value, under a plan critic fitted to every episode
+so far, of the policy mean's request after Algorithm 1 (:mod:`~onnxprune.search.ppo_critic`, which
+says why plain PPO was too slow here). ``critic_weight=0`` is plain PPO.
 
 **Reproducibility.** All randomness (parameters, action noise, minibatch order) comes from one
 ``torch.Generator`` seeded with the run's seed; its state is in the checkpoint, so a run resumed
@@ -28,7 +33,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -41,97 +46,14 @@ from onnxprune.search.threads import torch_threads
 from onnxprune.search.baselines import OnEpisode, SearchState
 from onnxprune.search.env import CompressionEnv, Episode
 from onnxprune.search.gnn_policy import GNNPolicy, Observation, PolicyGraph
-from onnxprune.search.rescale import rescale
+from onnxprune.search.ppo_config import NETWORK_FIELDS, PPOConfig
+from onnxprune.search.ppo_critic import PlanCritic, PlanReplay, critic_actor_loss, fit_critic, plan_features
+from onnxprune.search.rescale import group_weights, rescale
 
 logger = logging.getLogger(__name__)
 
-AGENT_FORMAT = 1  # version of the agent checkpoint layout
-
-
-@dataclass(frozen=True)
-class PPOConfig:
-    """Hyperparameters of the GNN-RL PPO agent (cleanrl's defaults, except a larger learning rate,
-    more epochs per update, whole-rollout minibatches, mirrored noise and a detached critic: a search
-    has few, expensive episodes, and with one step per episode it is a contextual bandit).
-
-    Defaults measured on ResNet-20 at 50 % MACs (reward: top-1 on 5,000 train images after a
-    128-image reconstruction of each candidate, 100 episodes, ``tools/bench_search.py --ppo``):
-    ``steps=1, init_std=0.25, lr=3e-3, update_epochs=10`` learn (mean reward per 20 episodes 73.5 ->
-    75.0 %; the earlier ``steps=3, init_std=0.15, lr=1e-3`` stayed flat), but with two-episode
-    minibatches and a critic sharing the encoder the final test top-1 was 81.46 % (seed 0). Adding
-    ``minibatches=1`` (advantages normalized over the rollout) and ``mirrored=True``: 83.23 % (seed 0)
-    and 83.23 % (seed 1, whose mean reward then *fell* from 70.5 to 64.4 %: the value loss moved the
-    encoder the actor reads); with ``detach_critic=True`` as well: 83.55 % and 84.49 %, mean reward
-    rising on both seeds (uniform 79.89 %, random search 81.06 / 82.67 %). ``steps > 1``
-    (re-embedding the pruned graph between steps, as GNN-RL) spreads one reward over several
-    actions and learns slower in short searches.
-
-    Attributes:
-        steps: Pruning steps per episode; step ``k`` reaches ``target * (k + 1) / steps``.
-        step_tol: Relative tolerance of the intermediate targets (only the next state depends on
-            them; the last step meets the target within the environment's 1 %). Looser is cheaper.
-        episodes_per_update: Episodes collected before each PPO update (the rollout).
-        update_epochs: Passes over the rollout per update.
-        minibatches: Minibatches per pass.
-        learning_rate: Adam step size.
-        gamma: Discount factor.
-        gae_lambda: GAE's lambda.
-        clip_coef: PPO ratio clipping (and value clipping) range.
-        clip_vloss: Clip the value loss as PPO2 does.
-        norm_adv: Normalize advantages per minibatch (when it has two or more samples).
-        ent_coef: Weight of the entropy bonus.
-        vf_coef: Weight of the value loss.
-        max_grad_norm: Global gradient-norm clip.
-        target_kl: Stop the update's epochs early above this approximate KL (``None``: never).
-        hidden: Width of the m-GNN embedding and of the MLPs.
-        layers: Message-passing rounds per m-GNN stage.
-        init_std: Initial standard deviation of the per-group Gaussian (fraction-removed units).
-        torch_threads: Torch intra-op threads while the agent runs (its tensors are tiny: more
-            threads only add overhead, about 8x on a loaded 2-core machine; restored afterwards).
-        mirrored: Antithetic sampling: the episodes of a rollout come in pairs whose Gaussian noise
-            is ``z`` and ``-z`` (each episode is still a sample of the policy; the pair's reward
-            difference is a low-variance finite difference along ``z``, as in evolution strategies).
-        detach_critic: The value loss trains only the critic's MLP, not the m-GNN encoder that the
-            actor shares (with one step per episode the critic is only a baseline).
-        rank_rewards: Replace each episode's reward by its centered rank in the rollout (in
-            ``[-0.5, 0.5]``, ES fitness shaping) before the advantages, so one collapsed candidate
-            (a group cut past what the model tolerates) does not dominate an update. Off: measured
-            test top-1 83.55 / 83.83 % (ResNet-20, seeds 0 / 1) and 87.53 / 88.79 % (ResNet-56),
-            against 83.55 / 84.49 % and 88.05 / 88.35 % without it.
-    """
-
-    steps: int = 1
-    step_tol: float = 0.05
-    episodes_per_update: int = 4
-    update_epochs: int = 10
-    minibatches: int = 1
-    learning_rate: float = 3e-3
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    clip_coef: float = 0.2
-    clip_vloss: bool = True
-    norm_adv: bool = True
-    ent_coef: float = 0.0
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
-    target_kl: float | None = None
-    hidden: int = 64
-    layers: int = 2
-    init_std: float = 0.25
-    torch_threads: int = 1
-    mirrored: bool = True
-    detach_critic: bool = True
-    rank_rewards: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "episodes_per_update", "update_epochs", "minibatches", "hidden", "layers",
-                     "torch_threads"):
-            if int(getattr(self, name)) < 1:
-                raise PlanError(f"PPO {name}={getattr(self, name)}: give 1 or more")
-
-
-#: Fields of :class:`PPOConfig` that shape the network (taken from a loaded agent).
-NETWORK_FIELDS: tuple[str, ...] = ("hidden", "layers")
+AGENT_FORMAT = 2  # version of the agent checkpoint layout (2: with the plan critic and its replay)
+CriticTerm = Callable[[Tensor, Tensor], Tensor]
 
 
 @dataclass(frozen=True)
@@ -144,6 +66,7 @@ class Transition:
     value: float
     reward: float
     done: bool
+    applied: tuple[float, ...] = ()
 
 
 def gae(rewards: np.ndarray, values: np.ndarray, dones: np.ndarray, next_value: float, *, gamma: float,
@@ -230,13 +153,18 @@ def run_episode(env: CompressionEnv[Any], graph: PolicyGraph, policy: GNNPolicy,
             continue
         env.episodes = index
         episode, candidate = env.evaluate_with_candidate(requested.tolist())
-        transitions.append(Transition(obs, action, logprob, float(value), episode.reward, True))
+        transitions.append(Transition(obs, action, logprob, float(value), episode.reward, True, episode.actions))
     return transitions, episode, candidate, noises
 
 
 def ppo_update(policy: GNNPolicy, optimizer: torch.optim.Optimizer, rollout: list[Transition], config: PPOConfig,
-               generator: torch.Generator) -> dict[str, float]:
+               generator: torch.Generator, critic_term: CriticTerm | None = None) -> dict[str, float]:
     """One PPO update (clipped surrogate, clipped value loss, entropy bonus) on a rollout of whole episodes.
+
+    Args:
+        critic_term: The off-policy term of the actor's loss, called with the ``[E, G]`` requested
+            removed fractions of the policy mean at the minibatch's last steps and the ``[E, G]``
+            actions those episodes applied; added with weight ``config.critic_weight``.
 
     Returns:
         Statistics of the last minibatch: ``policy_loss``, ``value_loss``, ``entropy``, ``approx_kl``.
@@ -273,6 +201,12 @@ def ppo_update(policy: GNNPolicy, optimizer: torch.optim.Optimizer, rollout: lis
             else:
                 v_loss = 0.5 * v_loss_plain.mean()
             loss = pg_loss - config.ent_coef * entropy + config.vf_coef * v_loss
+            finals = [(k, int(i)) for k, i in enumerate(mb) if rollout[int(i)].done]
+            if critic_term is not None and finals:
+                means = torch.stack([outs[k][0].mean for k, _ in finals])
+                removed = torch.stack([rollout[i].obs.groups[:, 0] for _, i in finals])
+                stored = torch.tensor([rollout[i].applied for _, i in finals], dtype=torch.float32)
+                loss = loss + config.critic_weight * critic_term(1.0 - (1.0 - removed) * (1.0 - means), stored)
             optimizer.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
@@ -297,6 +231,9 @@ class AgentCheckpoint:
         rng: State of the run's ``torch.Generator``.
         search: The :class:`SearchState` at this point, as JSON.
         updates: PPO updates done.
+        critic: The plan critic's ``state_dict`` and its Adam's, keys ``net`` and ``optimizer``
+            (empty in agents written before the critic).
+        replay: The plan critic's :class:`~onnxprune.search.ppo_critic.PlanReplay` as JSON.
     """
 
     config: PPOConfig
@@ -305,13 +242,16 @@ class AgentCheckpoint:
     rng: Tensor
     search: Mapping[str, Any]
     updates: int
+    critic: Mapping[str, Any] = field(default_factory=dict)
+    replay: Mapping[str, Any] = field(default_factory=dict)
 
     def to_bytes(self, extra: Mapping[str, Any] | None = None) -> bytes:
         """Serialized with ``torch.save`` (only tensors and plain values; ``extra`` must be JSON-ready)."""
         buffer = io.BytesIO()
         torch.save({"format": AGENT_FORMAT, "config": asdict(self.config), "policy": dict(self.policy),
                     "optimizer": dict(self.optimizer), "rng": self.rng, "search": json.dumps(self.search),
-                    "updates": self.updates, "extra": json.dumps(dict(extra or {}))}, buffer)
+                    "updates": self.updates, "extra": json.dumps(dict(extra or {})),
+                    "critic": dict(self.critic), "replay": json.dumps(dict(self.replay))}, buffer)
         return buffer.getvalue()
 
     @classmethod
@@ -319,12 +259,14 @@ class AgentCheckpoint:
         """Inverse of :meth:`to_bytes`; returns the checkpoint and its ``extra``."""
         try:
             raw = torch.load(io.BytesIO(data), weights_only=True)
-            if raw.get("format") != AGENT_FORMAT:
+            if raw.get("format") not in (1, AGENT_FORMAT):
                 raise ValueError(f"format {raw.get('format')} (expected {AGENT_FORMAT})")
             known = {f.name for f in fields(PPOConfig)}
-            config = PPOConfig(**{k: v for k, v in raw["config"].items() if k in known})
+            old = {"critic_weight": 0.0} if raw["format"] == 1 else {}  # trained as plain PPO
+            config = PPOConfig(**{**old, **{k: v for k, v in raw["config"].items() if k in known}})
             return cls(config=config, policy=raw["policy"], optimizer=raw["optimizer"], rng=raw["rng"],
-                       search=json.loads(raw["search"]), updates=int(raw["updates"])), json.loads(raw["extra"])
+                       search=json.loads(raw["search"]), updates=int(raw["updates"]),
+                       critic=raw.get("critic", {}), replay=json.loads(raw.get("replay", "{}"))), json.loads(raw["extra"])
         except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
             raise PlanError(f"{source} is not an onnxprune gnnrl agent ({exc}); pass a <out>.agent.pt "
                             "written by `onnxprune compress --agent gnnrl`") from exc
@@ -369,19 +311,33 @@ def _train(env: CompressionEnv[Any], episodes: int, *, seed: int, config: PPOCon
     policy = GNNPolicy(config.hidden, config.layers, max_ratio=env.space.max_ratio, init_std=config.init_std,
                        generator=generator, detach_critic=config.detach_critic)
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate, eps=1e-5)
+    critic = PlanCritic(plan_features(env.space, env.metric), config.critic_hidden, env.space.max_ratio, generator)
+    critic_optimizer = torch.optim.Adam(critic.parameters(), lr=config.critic_lr)
+    replay, weights = PlanReplay(config.replay_size), torch.as_tensor(group_weights(env.space, env.metric),
+                                                                       dtype=torch.float32)
     state, updates = SearchState(agent="gnnrl", seed=seed), 0
     if resume is not None:
         policy.load_state_dict(dict(resume.policy))
         optimizer.load_state_dict(dict(resume.optimizer))
         generator.set_state(resume.rng)
         state, updates = SearchState.from_json(dict(resume.search)), resume.updates
-    elif transfer is not None:
+        if resume.critic:
+            critic.load_state_dict(dict(resume.critic["net"]))
+            critic_optimizer.load_state_dict(dict(resume.critic["optimizer"]))
+            replay = PlanReplay.from_json(resume.replay)
+    elif transfer is not None:  # the plan critic and its replay belong to the other model: fresh here
         policy.load_state_dict(dict(transfer.policy))
 
     def snapshot() -> AgentCheckpoint:
         return AgentCheckpoint(config=config, policy=copy.deepcopy(policy.state_dict()),
                                optimizer=copy.deepcopy(optimizer.state_dict()), rng=generator.get_state(),
-                               search=state.to_json(), updates=updates)
+                               search=state.to_json(), updates=updates,
+                               critic={"net": copy.deepcopy(critic.state_dict()),
+                                       "optimizer": copy.deepcopy(critic_optimizer.state_dict())},
+                               replay=replay.to_json())
+
+    def critic_term(requested: Tensor, stored: Tensor) -> Tensor:
+        return critic_actor_loss(critic, requested, stored, weights, config.level_penalty)
 
     while state.next_episode < episodes:
         rollout: list[Transition] = []
@@ -392,10 +348,14 @@ def _train(env: CompressionEnv[Any], episodes: int, *, seed: int, config: PPOCon
             transitions, episode, candidate, pair = run_episode(env, graph, policy, config, generator, index,
                                                                 mirror)
             rollout.extend(transitions)
+            replay.add(episode.actions, episode.reward)
             state, better = state.record(episode)
             if on_episode is not None:
                 on_episode(episode, state, candidate, better)
-        stats = ppo_update(policy, optimizer, rollout, config, generator)
+        acting = config.critic_weight > 0 and len(replay) >= max(config.critic_start, 2)
+        critic_loss = fit_critic(critic, critic_optimizer, replay, config.critic_steps) if acting else float("nan")
+        stats = ppo_update(policy, optimizer, rollout, config, generator, critic_term if acting else None)
+        stats["critic_loss"] = critic_loss
         updates += 1
         logger.info("PPO update %d after episode %d: %s", updates, state.next_episode - 1,
                     ", ".join(f"{k} {v:.4g}" for k, v in stats.items()))

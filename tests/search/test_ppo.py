@@ -30,7 +30,7 @@ from onnxprune.search.gnn_policy import GNNPolicy, PolicyGraph
 from onnxprune.search.ppo import PPOConfig, centered_ranks, gae, ppo_search
 from onnxprune.search.space import SearchSpace
 
-FAST = PPOConfig(steps=2, episodes_per_update=2, update_epochs=2, minibatches=2, hidden=32)
+FAST = PPOConfig(steps=2, episodes_per_update=2, update_epochs=2, minibatches=2, hidden=32, critic_start=2)
 
 
 @pytest.fixture(scope="module")
@@ -180,3 +180,4 @@ def test_centered_ranks_on_hand_made_numbers() -> None:
     np.testing.assert_allclose(centered_ranks(np.array([0.3]), np.array([1])), [0.0])
     collapsed = centered_ranks(np.array([0.8, 0.81, 0.1, 0.79]), np.ones(4))
     np.testing.assert_allclose(collapsed, [2 / 3 - 0.5, 0.5, -0.5, 1 / 3 - 0.5])  # the outlier is only last
+
