@@ -29,7 +29,7 @@ class PPOConfig:
 
     The plan-critic term (``critic_weight``, :mod:`~onnxprune.search.ppo_critic`), test top-1 % at
     seeds 0 / 1 / 2. ``critic_weight=0.3``: ResNet-56 (60 episodes) 90.17 / 89.33 / 88.09; ResNet-20 (100 episodes)
-    84.17 / 85.26 / (seed 2 running). ``critic_weight=0.1``: 88.59 / 87.99 / 89.61 and 84.80 / 81.17 / 84.01. Plain PPO (0):
+    84.17 / 85.26 / 85.01. ``critic_weight=0.1``: 88.59 / 87.99 / 89.61 and 84.80 / 81.17 / 84.01. Plain PPO (0):
     88.05 / 88.35 / 87.57 and 83.55 / 84.49 / 82.62. Random search: 88.07 / 84.33 / 87.33 and
     81.06 / 82.67 / 81.79. Reward of the last 10 episodes on ResNet-56: 83.8 / 83.2 / 81.3 % (0.3),
     82.3 / 79.8 / 88.4 % (0.1), 74.9 / 87.3 / 80.8 % (plain). Annealing the noise instead (0.25 ->
