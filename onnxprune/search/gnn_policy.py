@@ -57,6 +57,12 @@ class Observation:
     step: Tensor
 
 
+def static_group_features(space: SearchSpace, metric: str) -> np.ndarray:
+    """``[G, 2]`` per-group features that do not change while pruning: resource share, log2 width / 12."""
+    widths = np.log2(np.maximum(np.asarray(space.sizes, dtype=np.float64), 1.0)) / 12.0
+    return np.stack([group_weights(space, metric), widths], axis=1)
+
+
 class PolicyGraph:
     """The searched model's hierarchical graph, groups in search-space order, updated in place."""
 
@@ -73,8 +79,7 @@ class PolicyGraph:
         self.graph: CompGraph = graph.with_groups([analysis.groups[gid] for gid in space.group_ids])
         self.group_ids = space.group_ids
         self.pool_index = group_pool_index(self.graph, self.hierarchy)
-        widths = np.log2(np.maximum(np.asarray(space.sizes, dtype=np.float64), 1.0)) / 12.0
-        self._static = np.stack([group_weights(space, metric), widths], axis=1)
+        self._static = static_group_features(space, metric)
 
     def observe(self, removed: Sequence[float], progress: float, target: float) -> Observation:
         """The observation of the model with ``removed[i]`` of group ``i``'s channels pruned."""

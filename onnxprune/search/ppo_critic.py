@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from onnxprune.search.ddpg_nets import rescale_linear
-from onnxprune.search.rescale import group_weights
+from onnxprune.search.gnn_policy import static_group_features
 from onnxprune.search.space import SearchSpace
 
 logger = logging.getLogger(__name__)
@@ -51,10 +51,9 @@ EMBEDDING = 8  # width of the learned per-group embedding e_t
 
 def plan_features(space: SearchSpace, metric: str) -> Tensor:
     """``[G, 3]`` critic features per group: position, resource share ``W_t``, log2 width / 12."""
-    groups = len(space)
-    position = np.arange(groups, dtype=np.float64) / max(groups - 1, 1)
-    widths = np.log2(np.maximum(np.asarray(space.sizes, dtype=np.float64), 1.0)) / 12.0
-    return torch.as_tensor(np.stack([position, group_weights(space, metric), widths], axis=1), dtype=torch.float32)
+    position = np.arange(len(space), dtype=np.float64) / max(len(space) - 1, 1)
+    rows = np.concatenate([position[:, None], static_group_features(space, metric)], axis=1)
+    return torch.as_tensor(rows, dtype=torch.float32)
 
 
 class PlanCritic(nn.Module):
@@ -141,7 +140,8 @@ def critic_actor_loss(critic: PlanCritic, requested: Tensor, stored: Tensor, wei
     """``-mean Q(R(requested)) + level * mean((asked / stored level - 1)^2)``.
 
     Args:
-        critic: The plan critic (its gradient flows to ``requested`` only; its optimizer is separate).
+        critic: The plan critic (only ``requested``'s gradient is used: the gradients this leaves on the
+            critic's parameters are cleared by :func:`fit_critic` before its next step).
         requested: ``[E, G]`` the policy's requested removed fractions (with gradients).
         stored: ``[E, G]`` the applied actions of the same episodes (their level is kept).
         weights: ``[G]`` resource shares ``W_t``.
