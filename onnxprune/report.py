@@ -26,6 +26,18 @@ class GroupRow:
 
 
 @dataclass(frozen=True)
+class LayerRow:
+    """One MAC layer of the analyze table: its MACs and the bits the file computes it with (32 = float)."""
+
+    node: str
+    op_type: str
+    macs: int
+    w_bits: int
+    a_bits: int
+    quantizable: bool
+
+
+@dataclass(frozen=True)
 class AnalyzeReport:
     """What ``onnxprune analyze`` shows."""
 
@@ -33,10 +45,11 @@ class AnalyzeReport:
     cost: Cost
     rows: tuple[GroupRow, ...]
     links: int
+    layers: tuple[LayerRow, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {"model": self.model, "macs": self.cost.macs, "params": self.cost.params,
-                "links_through_pads": self.links,
+                "links_through_pads": self.links, "layers": [r.__dict__ for r in self.layers],
                 "groups": [{**r.__dict__, "status": "frozen" if r.frozen_reason else
                             ("prunable" if r.channels > 1 else "single channel"),
                             "macs_share": r.macs / self.cost.macs if self.cost.macs else 0.0,

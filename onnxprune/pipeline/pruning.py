@@ -25,7 +25,8 @@ from onnxprune.large import PROTOBUF_LIMIT
 from onnxprune.load import load, normalize, read
 from onnxprune.pipeline.deploying import DeployOptions, check_deploy, export_repo, finish, run_metadata
 from onnxprune.plan import Plan, keep_count, ratio_plan
-from onnxprune.report import AnalyzeReport, GroupRow, PruneReport
+from onnxprune.quantize.layers import find_layers, stored_bits
+from onnxprune.report import AnalyzeReport, GroupRow, LayerRow, PruneReport
 from onnxprune.rewrite import prune_model
 from onnxprune.rewrite.capture import channel_means
 from onnxprune.rewrite.greedy import contribution_grams
@@ -46,8 +47,13 @@ def analyze_file(path: str | os.PathLike[str], *, input_shapes: Mapping[str, Seq
     rows = tuple(GroupRow(id=g.id, channels=g.size, unit_width=g.unit_width, macs=shares[g.id][0],
                           params=shares[g.id][1], producers=len(g.producers), consumers=len(g.consumers),
                           frozen_reason=g.frozen_reason) for g in analysis.groups)
+    stored = stored_bits(model.proto)
+    quantizable = {q.node for q in find_layers(model.proto)}
+    layers = tuple(LayerRow(node=n.name, op_type=n.op_type, macs=analyze_cost.node_macs(n, model.shapes.get),
+                            w_bits=stored[n.name][0], a_bits=stored[n.name][1], quantizable=n.name in quantizable)
+                   for n in model.proto.graph.node if n.name in stored)
     report = AnalyzeReport(model=str(path), cost=analyze_cost.model_cost(model), rows=rows,
-                           links=len(analysis.links))
+                           links=len(analysis.links), layers=layers)
     return analysis, report
 
 

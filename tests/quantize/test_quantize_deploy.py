@@ -121,3 +121,15 @@ def test_calibration_data_of_the_wrong_shape_is_one_line_exit_2(tmp_path, model,
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_analyze_lists_layers_with_stored_bits(tmp_path, model, calib):
+    q = tmp_path / "q.onnx"
+    assert main(["quantize", str(model), "-o", str(q), "--calib", str(calib), "--preprocess", "cifar",
+                 "--bits", "4"]) == 0
+    for path, bits in ((model, (32, 32)), (q, (4, 8))):
+        report = tmp_path / f"{path.stem}.analyze.json"
+        assert main(["analyze", str(path), "--layers", "--json", str(report)]) == 0
+        layers = json.loads(report.read_text())["layers"]
+        assert layers and {(r["w_bits"], r["a_bits"]) for r in layers} == {bits}
+        assert all(r["quantizable"] == (path == model) for r in layers)
