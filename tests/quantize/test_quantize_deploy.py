@@ -133,3 +133,17 @@ def test_analyze_lists_layers_with_stored_bits(tmp_path, model, calib):
         layers = json.loads(report.read_text())["layers"]
         assert layers and {(r["w_bits"], r["a_bits"]) for r in layers} == {bits}
         assert all(r["quantizable"] == (path == model) for r in layers)
+
+
+def test_four_bit_matmuls_become_matmulnbits(zoo_model):
+    _, model = zoo_model("transformer")
+    layers = find_layers(model.proto)
+    matmuls = [q.node for q in layers if q.op_type == "MatMul"]
+    assert matmuls
+    x = feeds_for(model.proto, 4)
+    result = to_qdq(model.proto, QuantPlan({q.node: (4 if q.op_type == "MatMul" else 8, 8) for q in layers}), x)
+    ops = Counter(n.op_type for n in result.model.graph.node)
+    assert ops["MatMulNBits"] == len(matmuls)
+    assert all(result.bits[n] == (4, 32) for n in matmuls)
+    got, want = RT.create(result.model).run(x)[0], RT.create(model.proto).run(x)[0]
+    assert np.abs(got - want).max() < 0.5 * np.abs(want).max()  # 4-bit weights: same outputs, coarsely
