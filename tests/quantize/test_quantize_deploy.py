@@ -147,3 +147,21 @@ def test_four_bit_matmuls_become_matmulnbits(zoo_model):
     assert all(result.bits[n] == (4, 32) for n in matmuls)
     got, want = RT.create(result.model).run(x)[0], RT.create(model.proto).run(x)[0]
     assert np.abs(got - want).max() < 0.5 * np.abs(want).max()  # 4-bit weights: same outputs, coarsely
+
+
+@pytest.mark.parametrize("name", ["resnet20", "mobilenetv2", "densenet", "mlp"])
+def test_pruned_then_quantized_is_valid_and_close_to_the_pruned_model(tmp_path, zoo_model, name):
+    from onnxprune.load import load
+    from onnxprune.pipeline import prune_file
+
+    path, _ = zoo_model(name)
+    pruned = tmp_path / "pruned.onnx"
+    report = prune_file(path, pruned, ratio=0.5)
+    assert report.after.macs < report.before.macs
+    model = load(pruned)
+    layers = [q.node for q in find_layers(model.proto)]
+    x = feeds_for(model.proto, 16)
+    result = to_qdq(model.proto, uniform_plan(layers, 8, 8), x)
+    onnx.checker.check_model(result.model, full_check=True)
+    got, want = RT.create(result.model).run(x)[0], RT.create(model.proto).run(x)[0]
+    assert np.abs(got - want).max() < 0.25 * np.abs(want).max()  # int8 of random weights: same outputs, roughly
