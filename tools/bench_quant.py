@@ -2,14 +2,14 @@
 
 For each depth (pretrained weights and data from ../shared): the float32 export; ``onnxprune
 quantize`` (int8 QDQ, 512 calibration images from train.npz, minmax); ``onnxprune compress
---target 0.5 --agent uniform --round-to 8 --reconstruct`` (50 % MACs, multiples of 8, repaired on
+--target 0.5 --agent uniform --round-to N --reconstruct`` (50 % MACs, multiples of N, repaired on
 train.npz); that pruned model quantized the same way. Each is scored on all of test.npz
 (``onnxprune eval``) and timed with ``onnxprune bench --baseline <float32>`` (alternating runs
 in one process) at ``--batch`` sizes. No fine-tuning.
 
 Needs ../shared (exits 2 without it). Prints a table and writes JSON (default build/bench_quant.json).
 
-Usage: python tools/bench_quant.py [--depths 56] [--batch 1,64] [--threads N] [--json PATH]
+Usage: python tools/bench_quant.py [--depths 56] [--batch 1,64] [--round-to 8,16] [--threads N] [--json PATH]
 """
 
 from __future__ import annotations
@@ -32,16 +32,21 @@ from onnxprune.io import write_json_atomic  # noqa: E402
 from tools.bench_round_to import SHARED, TEST, TRAIN, cli, export  # noqa: E402
 
 
-def variants(original: Path, work: Path) -> dict[str, Path]:
-    """float32, int8, pruned (50 % MACs, 8s) and pruned + int8 files of ``original``."""
-    int8, pruned, both = (work / f"{original.stem}_{k}.onnx" for k in ("int8", "p50", "p50_int8"))
+def variants(original: Path, work: Path, round_to: list[int]) -> dict[str, Path]:
+    """float32, int8, and per ``round_to`` the pruned (50 % MACs) and pruned + int8 files of ``original``."""
     quant = ("--calib", str(TRAIN), "--calib-size", "512", "--preprocess", "cifar")
+    int8 = work / f"{original.stem}_int8.onnx"
     cli("quantize", str(original), "-o", str(int8), *quant)
-    cli("compress", str(original), "-o", str(pruned), "--target", "0.5", "--agent", "uniform", "--round-to", "8",
-        "--data", str(TRAIN), "--preprocess", "cifar", "--val-split", "1000", "--reconstruct", "--calib", str(TRAIN),
-        "--calib-size", "2000", "--device", "cpu")
-    cli("quantize", str(pruned), "-o", str(both), *quant)
-    return {"float32": original, "int8": int8, "pruned 50% (8s)": pruned, "pruned 50% + int8": both}
+    out = {"float32": original, "int8": int8}
+    for n in round_to:
+        pruned, both = work / f"{original.stem}_p50_r{n}.onnx", work / f"{original.stem}_p50_r{n}_int8.onnx"
+        cli("compress", str(original), "-o", str(pruned), "--target", "0.5", "--agent", "uniform", "--round-to",
+            str(n), "--data", str(TRAIN), "--preprocess", "cifar", "--val-split", "1000", "--reconstruct",
+            "--calib", str(TRAIN), "--calib-size", "2000", "--device", "cpu")
+        cli("quantize", str(pruned), "-o", str(both), *quant)
+        out[f"pruned 50% ({n}s)"] = pruned
+        out[f"pruned 50% ({n}s) + int8"] = both
+    return out
 
 
 def measure(name: str, path: Path, original: Path, batches: str, threads: str | None, work: Path) -> dict[str, Any]:
@@ -76,6 +81,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--depths", default="56")
     parser.add_argument("--batch", default="1,64")
+    parser.add_argument("--round-to", default="8,16", help="channel multiples of the pruned variants")
     parser.add_argument("--threads", default=None, help="bench threads (default: bench's)")
     parser.add_argument("--json", type=Path, default=ROOT / "build" / "bench_quant.json")
     args = parser.parse_args()
@@ -89,7 +95,7 @@ def main() -> int:
         for depth in (int(d) for d in args.depths.split(",")):
             original = export(depth, work)
             results[f"resnet{depth}"] = [measure(name, path, original, args.batch, args.threads, work)
-                                         for name, path in variants(original, work).items()]
+                                         for name, path in variants(original, work, [int(n) for n in args.round_to.split(",")]).items()]
             Console().print(table(depth, results[f"resnet{depth}"], batches))
     write_json_atomic(args.json, results)
     print(f"wrote {args.json}")
