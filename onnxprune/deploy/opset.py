@@ -19,8 +19,10 @@ Contract:
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -37,6 +39,45 @@ logger = logging.getLogger(__name__)
 #: Largest output difference, relative to the largest output value, for a relabelled model.
 RTOL = 1e-5
 _DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+@dataclass(frozen=True)
+class OpsetChoice:
+    """Which default-domain opset a written model got, and why.
+
+    Attributes:
+        source: The input file's opset.
+        written: The opset of the written model.
+        forced: ``--opset`` chose ``written``.
+        reason: Why the source opset could not be kept (one line), when ``written`` is an upgrade
+            nobody asked for.
+    """
+
+    source: int
+    written: int
+    forced: bool = False
+    reason: str | None = None
+
+    @property
+    def upgraded(self) -> bool:
+        """The written opset is newer than the source's without ``--opset`` asking for it."""
+        return self.written > self.source and not self.forced
+
+    def notice(self) -> str | None:
+        """One line telling the user about an unasked upgrade (``None``: nothing to tell)."""
+        if not self.upgraded:
+            return None
+        why = f" ({self.reason})" if self.reason else ""
+        return (f"wrote opset {self.written}: the pruned model cannot go back to the input's opset "
+                f"{self.source}{why}; pass --keep-opset to refuse instead, or --opset N")
+
+    def to_json(self) -> dict[str, object]:
+        """JSON-ready dict (also stored as the ``onnxprune.opset`` metadata prop)."""
+        return {"source": self.source, "written": self.written, "forced": self.forced, "reason": self.reason}
+
+    def metadata(self) -> str:
+        """The ``onnxprune.opset`` metadata value: compact JSON of :meth:`to_json`."""
+        return json.dumps(self.to_json(), separators=(",", ":"))
 
 
 def iter_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
