@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 from onnx import version_converter
 
-from onnxprune.deploy.runner import output_diff
+from onnxprune.deploy.runner import list_initializers_as_inputs, output_diff
 from onnxprune.errors import OnnxPruneError, UnsupportedInput
 from onnxprune.evaluate.runtime import first_line
 from onnxprune.large import PROTOBUF_LIMIT, check_model, transform
@@ -123,6 +123,7 @@ def _relabel(model: onnx.ModelProto, opset: int, proto_limit: int) -> onnx.Model
         if imp.domain in _DEFAULT_DOMAINS:
             imp.version = opset
     result.ir_version = onnx.helper.find_min_ir_version_for(list(result.opset_import), ignore_unknown=True)
+    list_initializers_as_inputs(result)
     try:
         check_model(result, full_check=True, proto_limit=proto_limit)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:

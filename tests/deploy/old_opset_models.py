@@ -21,20 +21,25 @@ def _batchnorm(rng: np.random.Generator, name: str, channels: int) -> list[onnx.
     return [numpy_helper.from_array(v.astype(np.float32), f"{name}_{k}") for k, v in values.items()]
 
 
-def mnist_opset8(seed: int = 0) -> onnx.ModelProto:
+def mnist_opset8(seed: int = 0, pad: bool = False) -> onnx.ModelProto:
     """MNIST-like Conv-BN-Relu-MaxPool, Conv-Relu-MaxPool, Flatten, Gemm at opset 8 / IR 3.
 
-    As IR 3 requires, every initializer is also listed as a graph input.
+    As IR 3 requires, every initializer is also listed as a graph input. With ``pad``, the second
+    Conv's input is reflect-padded by a ``Pad`` node (pads an attribute up to opset 10, an input from
+    11 on), so that model cannot go back to opset 8 once upgraded.
     """
     rng = np.random.default_rng(seed)
+    side = 6 if pad else 5  # after the second Conv and MaxPool
     inits = _weights(rng, {"w1": (8, 1, 3, 3), "b1": (8,)}) + _batchnorm(rng, "bn1", 8)
-    inits += _weights(rng, {"w2": (16, 8, 3, 3), "b2": (16,), "fc_w": (16 * 5 * 5, 10), "fc_b": (10,)})
+    inits += _weights(rng, {"w2": (16, 8, 3, 3), "b2": (16,), "fc_w": (16 * side * side, 10), "fc_b": (10,)})
     node = helper.make_node
+    padded = [node("Pad", ["p1"], ["p1_pad"], mode="reflect", pads=[0, 0, 1, 1, 0, 0, 1, 1])] if pad else []
     nodes = [node("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[3, 3]),
              node("BatchNormalization", ["c1", "bn1_scale", "bn1_bias", "bn1_mean", "bn1_var"], ["n1"]),
              node("Relu", ["n1"], ["r1"]),
              node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
-             node("Conv", ["p1", "w2", "b2"], ["c2"], kernel_shape=[3, 3]),
+             *padded,
+             node("Conv", ["p1_pad" if pad else "p1", "w2", "b2"], ["c2"], kernel_shape=[3, 3]),
              node("Relu", ["c2"], ["r2"]),
              node("MaxPool", ["r2"], ["p2"], kernel_shape=[2, 2], strides=[2, 2]),
              node("Flatten", ["p2"], ["flat"], axis=1),

@@ -18,9 +18,10 @@ from onnxprune.io import save_model
 from onnxprune.pipeline import prune_file
 from onnxprune.pipeline.deploying import DeployOptions
 
+#: Models the pruned (upgraded) model cannot go back to: (builder, opset, classes).
 BUILDERS: dict[str, tuple[Callable[[], onnx.ModelProto], int, int]] = {
-    "mnist_opset8": (mnist_opset8, 8, 10),
-    "fire_opset9": (fire_opset9, 9, 10),
+    "mnist_opset8_reflect_pad": (lambda: mnist_opset8(pad=True), 8, 10),  # Pad-2 -> Pad-13: pads become an input
+    "fire_opset9": (fire_opset9, 9, 10),  # Squeeze-1 -> Squeeze-13: axes become an input
 }
 
 
@@ -97,18 +98,36 @@ def test_keep_opset_and_opset_together_are_refused(tmp_path: Path, capsys: pytes
     assert not (tmp_path / "o.onnx").exists()
 
 
-def test_an_old_opset_that_can_be_kept_is_kept(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    source = save_model(fire_opset9(squeeze=False), tmp_path / "fire_flatten.onnx")  # Flatten: no semantic change
+@pytest.mark.parametrize(("build", "opset", "ir", "batch"), [
+    (mnist_opset8, 8, 3, 1),  # IR 3: the initializers are graph inputs again
+    (lambda: fire_opset9(squeeze=False), 9, 4, 3),  # Flatten instead of Squeeze
+])
+def test_an_old_opset_that_can_be_kept_is_kept(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                               build: Callable[[], onnx.ModelProto], opset: int, ir: int,
+                                               batch: int) -> None:
+    source = save_model(build(), tmp_path / "old.onnx")
     for flags in ([], ["--keep-opset"]):
         out = tmp_path / f"kept{len(flags)}.onnx"
         assert main(["prune", str(source), "-o", str(out), "--ratio", "0.3", *flags]) == 0
         assert _stderr_lines(capsys) == []
         model = onnx.load(str(out))
         onnx.checker.check_model(model, full_check=True)
-        assert (_opset(model), model.ir_version) == (9, 4)
-        assert _opset_prop(model) == {"source": 9, "written": 9, "forced": False, "reason": None}
-        (probs,) = run_ort(model, random_feeds(model, np.random.default_rng(0), batch=3)).outputs
-        assert probs.shape == (3, 10) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+        assert (_opset(model), model.ir_version) == (opset, ir)
+        assert _opset_prop(model) == {"source": opset, "written": opset, "forced": False, "reason": None}
+        (out_values,) = run_ort(model, random_feeds(model, np.random.default_rng(0), batch=batch)).outputs
+        assert out_values.shape == (batch, 10) and np.isfinite(out_values).all()
+
+
+def test_opset_8_output_lists_its_initializers_as_inputs(tmp_path: Path) -> None:
+    source = save_model(fire_opset9(squeeze=False), tmp_path / "fire.onnx")
+    out, default = tmp_path / "o8.onnx", tmp_path / "o9.onnx"
+    assert main(["prune", str(source), "-o", str(out), "--ratio", "0.3", "--opset", "8"]) == 0
+    assert main(["prune", str(source), "-o", str(default), "--ratio", "0.3"]) == 0
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model, full_check=True)
+    assert (_opset(model), model.ir_version) == (8, 3)
+    assert {t.name for t in model.graph.initializer} <= {i.name for i in model.graph.input}
+    assert output_diff(onnx.load(str(default)), model, np.random.default_rng(2), batch=2)[0] <= 1e-6
 
 
 def test_compress_writes_the_upgraded_opset_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -125,7 +144,7 @@ def test_compress_writes_the_upgraded_opset_too(tmp_path: Path, capsys: pytest.C
 
 
 def test_the_api_logs_the_notice_and_reports_it(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    source = save_model(mnist_opset8(), tmp_path / "mnist.onnx")
+    source = save_model(mnist_opset8(pad=True), tmp_path / "mnist.onnx")
     with caplog.at_level("INFO", logger="onnxprune.pipeline.deploying"):
         report = prune_file(source, tmp_path / "p.onnx", ratio=0.3, deploy=DeployOptions())
     assert report.opset is not None and report.opset.upgraded
