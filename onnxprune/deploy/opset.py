@@ -14,7 +14,8 @@ Contract:
     guarantees: the result has the requested default-domain opset, passes the ONNX checker and
     matches the input's outputs within :data:`RTOL` of their scale;
     otherwise :class:`UnsupportedInput` with one line naming the op that blocks the conversion.
-    The input is not modified.
+    The input is not modified. :class:`OpsetChoice` records which opset a written model got
+    (the ``onnxprune.opset`` metadata prop, the reports' ``opset``).
 """
 
 from __future__ import annotations
