@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxprune.analyze.cost import Cost
+from onnxprune.deploy.opset import OpsetChoice
 from onnxprune.plan import Plan
 from onnxprune.search.env import Episode
 
@@ -59,7 +60,7 @@ class AnalyzeReport:
 
 @dataclass(frozen=True)
 class PruneReport:
-    """What ``onnxprune prune`` did."""
+    """What ``onnxprune prune`` did (``opset``: the input's and the written opset)."""
 
     source: str
     output: Path
@@ -72,9 +73,11 @@ class PruneReport:
     groups_frozen: int
     repaired_layers: int = 0
     repair_seconds: float = 0.0
+    opset: OpsetChoice | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "output": str(self.output), "plan": self.plan.to_json(),
+                "opset": self.opset.to_json() if self.opset else None,
                 "repaired_layers": self.repaired_layers, "repair_seconds": self.repair_seconds,
                 "before": {**self.before.__dict__, "bytes": self.bytes_before},
                 "after": {**self.after.__dict__, "bytes": self.bytes_after},
@@ -120,6 +123,7 @@ class CompressReport:
         agmc_pool: The ``agmc`` encoder's graph pooling (``mean`` / ``diffpool``), ``None`` for other agents.
         provider: The ONNX Runtime execution provider that scored the candidates (``None``: data-free).
         round_to: Kept channel counts are multiples of this (where a group has more channels).
+        opset: The input's and the written default-domain opset.
     """
 
     source: str
@@ -147,6 +151,7 @@ class CompressReport:
     agmc_pool: str | None = None
     provider: str | None = None
     round_to: int = 1
+    opset: OpsetChoice | None = None
 
     @property
     def achieved(self) -> float:
@@ -171,7 +176,7 @@ class CompressReport:
                 "accuracy_unrepaired": self.accuracy_unrepaired, "repair_seconds": self.repair_seconds,
                 "finalists": [{"episode": i, "searched": a, "repaired": b} for i, a, b in self.finalists],
                 "agmc_pool": self.agmc_pool, "provider": self.provider,
-                "round_to": self.round_to}
+                "round_to": self.round_to, "opset": self.opset.to_json() if self.opset else None}
 
 
 @dataclass(frozen=True)

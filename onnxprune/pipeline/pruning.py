@@ -259,7 +259,7 @@ def prune_file(path: str | os.PathLike[str], output: str | os.PathLike[str], *, 
     if repair_mode is not None and feeds is not None:
         pruned, fixed = repair_pruned(analysis, plan, pruned, feeds, mode=repair_mode, seed=calib.seed,
                                       options=options)
-    final = finish(original, pruned, deploy, run_metadata("prune", plan, repair=repair_mode, **fields),
+    final, opset = finish(original, pruned, deploy, run_metadata("prune", plan, repair=repair_mode, **fields),
                    np.random.default_rng(calib.seed if calib is not None else 0), proto_limit=proto_limit)
     saved = save_model(final, target, proto_limit=proto_limit)
     export_repo(final, deploy, proto_limit=proto_limit)
@@ -269,4 +269,4 @@ def prune_file(path: str | os.PathLike[str], output: str | os.PathLike[str], *, 
                        bytes_after=disk_bytes(saved), groups_pruned=len(plan.keep),
                        groups_frozen=sum(1 for g in analysis.groups if g.frozen_reason),
                        repaired_layers=sum(1 for f in fixed.layers if f.method != "skipped") if fixed else 0,
-                       repair_seconds=fixed.seconds if fixed else 0.0)
+                       repair_seconds=fixed.seconds if fixed else 0.0, opset=opset)

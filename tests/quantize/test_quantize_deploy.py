@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import ZOO
 from evaluate_models import raw_images, tiny_classifier
-from quant_models import feeds_for
+from quant_models import ZOO, feeds_for
 
 from onnxprune.cli import main
 from onnxprune.evaluate import Runtime
