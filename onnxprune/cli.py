@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from onnxprune.errors import OnnxPruneError
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ("analyze", "prune", "compress", "eval", "bench", "check", "export_triton")
+COMMANDS: tuple[str, ...] = ("analyze", "prune", "quantize", "compress", "eval", "bench", "check", "export_triton")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -159,3 +159,46 @@ class CompressReport:
                 "finalists": [{"episode": i, "searched": a, "repaired": b} for i, a, b in self.finalists],
                 "agmc_pool": self.agmc_pool, "provider": self.provider,
                 "round_to": self.round_to}
+
+
+@dataclass(frozen=True)
+class QuantizeReport:
+    """What ``onnxprune quantize`` did.
+
+    Attributes:
+        source: The input file.
+        output: The written model.
+        mode: ``deploy`` (QDQ int8/int4 through ONNX Runtime) or ``simulate`` (float model on the grids).
+        plan: Bits asked per layer (node name -> (w, a); 32 = float).
+        written: Bits the written model stores per layer (the plan's for ``simulate``).
+        bops: BOPs/bytes report of the written bits (``onnxprune.quantize.BopsReport.as_dict``).
+        bytes_before: Input file size.
+        bytes_after: Output file size.
+        accuracy_before: Float top-1 (fraction) on the validation images, when data was given.
+        accuracy_after: The written model's top-1 on them.
+        fallen_back: Layers ``--max-drop`` sent back to float, most sensitive first.
+        opset: Default-domain opset of the written model.
+        seconds: Wall time.
+    """
+
+    source: str
+    output: Path
+    mode: str
+    plan: dict[str, tuple[int, int]]
+    written: dict[str, tuple[int, int]]
+    bops: dict[str, Any]
+    bytes_before: int
+    bytes_after: int
+    accuracy_before: float | None
+    accuracy_after: float | None
+    fallen_back: tuple[str, ...]
+    opset: int
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "output": str(self.output), "mode": self.mode,
+                "plan": {k: list(v) for k, v in self.plan.items()},
+                "written": {k: list(v) for k, v in self.written.items()}, "bops": self.bops,
+                "bytes_before": self.bytes_before, "bytes_after": self.bytes_after,
+                "accuracy_before": self.accuracy_before, "accuracy_after": self.accuracy_after,
+                "fallen_back": list(self.fallen_back), "opset": self.opset, "seconds": self.seconds}
