@@ -1,7 +1,8 @@
 """Bit-widths in the joint search: which layers take a group's bits, and the exact joint cost.
 
 Bits are chosen per prunable *group*: group ``t``'s ``(w_bits, a_bits)`` apply to every
-quantizable layer (Conv, ConvTranspose, Gemm, MatMul with a float initializer weight) whose
+quantizable layer (:func:`onnxprune.quantize.find_layers`: Conv, ConvTranspose, Gemm, MatMul
+with a float initializer weight) whose
 output channels are in the group. A layer producing no prunable group takes the bits of the
 group its input channels belong to (the classifier Gemm of a ResNet takes the last stage's),
 else the group of the closest earlier layer. Layers named by ``keep_float`` stay float.
@@ -27,16 +28,15 @@ import numpy as np
 
 from onnxprune.analyze.cost import node_macs, param_names, pruned_shapes
 from onnxprune.errors import PlanError
+from onnxprune.quantize.layers import find_layers
+from onnxprune.quantize.plan import A_BITS, W_BITS
 from onnxprune.rewrite.prune import tensor_masks, unit_mask
 from onnxprune.search.space import SearchSpace
 
 logger = logging.getLogger(__name__)
 
-W_BITS: tuple[int, ...] = (2, 3, 4, 5, 6, 8)
-A_BITS: tuple[int, ...] = (4, 6, 8, 16)
 FLOAT_BITS = 32
 JOINT_METRICS: tuple[str, ...] = ("bops", "bytes")
-QUANT_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 #: What the pruning part of a joint metric is measured like (Algorithm 1's group shares).
 PRUNE_METRIC = {"bops": "macs", "bytes": "params"}
 
@@ -62,10 +62,7 @@ def parse_bits(text: str | Sequence[int], allowed: Sequence[int], option: str) -
 
 def quantizable_layers(space: SearchSpace) -> tuple[str, ...]:
     """Names of the quantizable nodes of ``space``'s model, in graph order."""
-    proto = space.analysis.model.proto
-    inits = {t.name for t in proto.graph.initializer}
-    return tuple(n.name for n in proto.graph.node
-                 if n.op_type in QUANT_OPS and len(n.input) > 1 and n.input[1] in inits)
+    return tuple(q.node for q in find_layers(space.analysis.model.proto))
 
 
 def _layer_groups(space: SearchSpace, layers: Sequence[str]) -> tuple[int, ...]:
