@@ -158,3 +158,17 @@ def joint_report(before: Model, after: Model, plan: Plan, metric: str) -> dict[s
     else:
         value, base = weight_bytes(after, plan_bits), weight_bytes(before, {})
     return {"bits": plan_bits, "quant": report.as_dict(), "joint_before": base, "joint_after": value}
+
+
+def restore_layer_names(model: onnx.ModelProto, reference: onnx.ModelProto, names: Sequence[str]) -> bool:
+    """Give ``model``'s nodes back the ``names`` they had in ``reference`` (matched by first output).
+
+    Simplification may rename nodes; the bits plan is keyed by node name. Returns whether every
+    name in ``names`` is present afterwards.
+    """
+    wanted = set(names)
+    by_output = {n.output[0]: n.name for n in reference.graph.node if n.name in wanted and n.output}
+    for node in model.graph.node:
+        if node.output and node.output[0] in by_output:
+            node.name = by_output[node.output[0]]
+    return wanted <= {n.name for n in model.graph.node}

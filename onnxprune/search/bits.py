@@ -55,8 +55,8 @@ def parse_bits(text: str | Sequence[int], allowed: Sequence[int], option: str) -
                         f"{','.join(map(str, allowed))}") from None
     bad = [v for v in values if v not in allowed]
     if bad or not values:
-        raise PlanError(f"{option} {','.join(map(str, bad)) or text!r} not allowed; choose from "
-                        f"{','.join(map(str, allowed))}")
+        shown = ",".join(map(str, bad)) or repr(text)
+        raise PlanError(f"{option} {shown} not allowed; choose from {','.join(map(str, allowed))}")
     return tuple(values)
 
 
