@@ -153,3 +153,41 @@ def test_rescale_joint_rules(bit_space: BitSpace) -> None:
     fit = rescale_joint(bit_space, meter, np.tile([0.5, 1.0, 1.0], (groups, 1)), 0.995)
     assert fit.lowered > 0 and abs(fit.value / fit.goal - 1) <= 0.01
     assert all(w in W_BITS and a in A_BITS for w, a in fit.bits)
+
+
+def _cheap_env(bit_space: BitSpace):
+    """A joint environment scored by the mean weight bits (no model built): fast DDPG / PPO updates."""
+    from onnxprune.search.env import CompressionEnv
+
+    return CompressionEnv(bit_space.space, target=0.97, metric="bops", apply=lambda plan: plan,
+                          score=lambda plan: float(np.mean([w for w, _ in plan.bits.values()])) / 8.0, bits=bit_space)
+
+
+@pytest.mark.parametrize("kind", ["amc", "agmc"])
+def test_ddpg_joint_updates_and_replays_bits(bit_space: BitSpace, kind: str) -> None:
+    from onnxprune.search.ddpg import DDPGConfig, ddpg_search
+    from onnxprune.search.states import make_states
+
+    runs = []
+    for _ in range(2):
+        env = _cheap_env(bit_space)
+        states = make_states(kind, env, seed=3)
+        assert states.dim == (13 if kind == "amc" else 130)
+        state = ddpg_search(env, states, 8, seed=3, agent=kind, config=DDPGConfig(warmup=2, batch_size=16))
+        runs.append(state)
+    assert runs[0].to_json()["best"] == runs[1].to_json()["best"]
+    assert len(runs[0].history) == 8
+    for e in runs[0].top:
+        assert abs(e.joint / (0.03 * JointMeter(bit_space).float_value()) - 1) <= 0.01
+
+
+def test_gnnrl_joint_update_and_state(bit_space: BitSpace) -> None:
+    from onnxprune.search.gnn_policy import PolicyGraph
+    from onnxprune.search.ppo import PPOConfig, ppo_search
+
+    env = _cheap_env(bit_space)
+    obs = PolicyGraph(bit_space.space, "macs").observe(np.zeros(len(bit_space.space)), 0.0, 0.97,
+                                                       np.tile([4.0, 8.0], (len(bit_space.space), 1)))
+    assert obs.groups.shape == (len(bit_space.space), 5) and float(obs.groups[0, 3]) == 0.5
+    state, _ = ppo_search(env, 6, seed=1, config=PPOConfig(episodes_per_update=3))
+    assert state.next_episode == 6 and all(len(e.bits) == len(bit_space.space) for e in state.top)
