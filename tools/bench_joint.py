@@ -62,8 +62,9 @@ def _run(src: Path, tmp: Path, depth: int, agent: str, episodes: int, args: argp
     seconds = time.perf_counter() - t0
     q = report.quant or {}
     row = {"agent": agent, "episodes": report.episodes, "target": target, "seconds": seconds,
-           "bops_removed": 1.0 - q["bops"] / q["bops_float32"], "bops_vs_int8": q["ratio_vs_int8"],
-           "bytes": q["bytes"], "bytes_float32": q["bytes_float32"], "macs_ratio": report.after.macs / report.before.macs,
+           "bops_removed": q["reduction_vs_input_float32"], "bops_vs_int8": q["ratio_vs_input_int8"],
+           "bops": q["bops"], "achieved": report.achieved, "bytes": q["bytes"],
+           "bytes_float32": q["input_bytes_float32"], "macs_ratio": report.after.macs / report.before.macs,
            "val_top1": report.accuracy_after, "test_top1": _top1(out, test, runtime),
            "bits": {k: list(v) for k, v in report.bits.items()}, "keeps": list(report.best.keeps)}
     print(f"  {agent:8} ep {row['episodes']:3d}  {seconds:7.1f} s  BOPs removed {100 * row['bops_removed']:6.2f} %  "

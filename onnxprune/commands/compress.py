@@ -156,11 +156,12 @@ def _table(report: CompressReport) -> Table:
             table.caption = f"scored with ONNX Runtime {report.provider}"
     if report.quant is not None:
         q = report.quant
-        table.add_row("GBOPs (bits)", f"{q['bops_float32'] / 1e9:.3f}", f"{q['bops'] / 1e9:.3f}",
-                      f"{q['bops'] / q['bops_float32']:.4f}")
-        table.add_row("  vs all-int8", f"{q['bops_int8'] / 1e9:.3f}", "", f"{q['ratio_vs_int8']:.4f}")
-        table.add_row("bytes (weights at bits)", f"{q['bytes_float32']:,}", f"{q['bytes']:,}",
-                      f"{q['bytes'] / q['bytes_float32']:.4f}")
+        table.add_row("GBOPs vs float32", f"{q['input_bops_float32'] / 1e9:.3f}", f"{q['bops'] / 1e9:.3f}",
+                      f"{1 - q['reduction_vs_input_float32']:.4f}")
+        table.add_row("GBOPs vs all-int8", f"{q['input_bops_int8'] / 1e9:.3f}", f"{q['bops'] / 1e9:.3f}",
+                      f"{q['ratio_vs_input_int8']:.4f}")
+        table.add_row("bytes (weights at bits)", f"{q['input_bytes_float32']:,}", f"{q['bytes']:,}",
+                      f"{q['bytes'] / q['input_bytes_float32']:.4f}")
     if report.accuracy_unrepaired is not None:
         table.add_row("  as searched", "", f"{report.accuracy_unrepaired:.2f}", f"{report.repair_seconds:.1f} s")
     if len(report.finalists) > 1:

@@ -36,7 +36,7 @@ from onnxprune.pipeline.deploying import DeployOptions, check_deploy, export_rep
 from onnxprune.pipeline.ddpg_agent import run_ddpg
 from onnxprune.pipeline.gnnrl import run_gnnrl
 from onnxprune.pipeline.joint import (JointSettings, bit_space, calibration_spec, deployable_hook, joint_report,
-                                      joint_round_to, make_quantizer, quantizing_apply, restore_layer_names)
+                                      joint_round_to, make_quantizer, quantizing_apply)
 from onnxprune.pipeline.latency_table import measure_table
 from onnxprune.pipeline.pruning import RepairSettings, repair_best, repairing_apply
 from onnxprune.plan import ROUND_TO
@@ -254,15 +254,12 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     if quantize is not None:  # the float model and plan go to the deployable-model hook; the simulated one is written
         deployable_hook(chosen, best.plan, target_path)
         chosen = quantize(best.plan, chosen)
+        # written as scored: simplifying would fold BatchNorm into the grid-valued weights (off their grid)
+        deploy = dataclasses.replace(deploy, simplify=False)
     accuracy = f"{100.0 * fixed.accuracy:.2f}" if fixed.accuracy is not None else None
     final = finish(original, chosen, deploy, run_metadata(
         "compress", best.plan, target=target, metric=metric, agent=agent, criterion=criterion, accuracy=accuracy),
         np.random.default_rng(seed), proto_limit=proto_limit)
-    if quantize is not None and not restore_layer_names(final, chosen, list(best.plan.bits)):
-        logger.warning("simplifying renamed quantized layers; writing the simulated model unsimplified")
-        final = finish(original, chosen, dataclasses.replace(deploy, simplify=False), run_metadata(
-            "compress", best.plan, target=target, metric=metric, agent=agent, criterion=criterion,
-            accuracy=accuracy), np.random.default_rng(seed), proto_limit=proto_limit)
     saved = save_model(final, target_path, proto_limit=proto_limit)
     triton_dir = export_repo(final, deploy, proto_limit=proto_limit)
     checkpoint.unlink(missing_ok=True)

@@ -5,7 +5,8 @@ when asked) and *then* simulated at its plan's bits: activation ranges are calib
 pruned float model with :data:`QUANT_CALIB_IMAGES` calibration images (``--calib`` when a repair
 is asked, else a seeded subset of ``--data``) and :func:`onnxprune.quantize.simulate` puts the
 weights on their grids and fake-quantizes the layers' inputs. The written model is the
-simulated best one; :func:`deployable_hook` receives the pruned float model and the plan
+simulated best one, exactly as scored (not simplified: folding BatchNorm into the grid-valued
+weights would move them off their grid); :func:`deployable_hook` receives the pruned float model and the plan
 (the place where a deployable int8 model is to be written next to it).
 """
 
@@ -147,28 +148,22 @@ def deployable_hook(pruned: onnx.ModelProto, plan: Plan, output: Path) -> Path |
 def joint_report(before: Model, after: Model, plan: Plan, metric: str) -> dict[str, Any]:
     """The report fields of a joint run, measured on the written model (MACs x its plan's bits).
 
-    ``quant``: :func:`onnxprune.quantize.bops_report` of the written model (BOPs vs float32 and
-    all-int8, stored bytes); ``joint_before`` / ``joint_after``: the target metric of the input
+    ``quant``: :func:`onnxprune.quantize.bops_report` of the written model (its own float32 and
+    all-int8 BOPs, stored bytes) plus ``input_bops_float32`` / ``input_bops_int8`` /
+    ``input_bytes_float32`` of the input and ``reduction_vs_input_float32`` (fraction of the input's
+    float32 BOPs removed) and ``ratio_vs_input_int8`` (BOPs over the all-int8 input's); ``joint_before`` / ``joint_after``: the target metric of the input
     (float32) and of the written model (``bops``, or ``bytes`` as :func:`weight_bytes` counts).
     """
     plan_bits = dict(plan.bits)
     report = bops_report(after, QuantPlan(plan_bits))
+    source = bops_report(before, QuantPlan({}))
     if metric == "bops":
-        value, base = float(report.bops), float(model_cost(before).macs * 32 * 32)
+        value, base = float(report.bops), float(source.bops_float32)
     else:
         value, base = weight_bytes(after, plan_bits), weight_bytes(before, {})
-    return {"bits": plan_bits, "quant": report.as_dict(), "joint_before": base, "joint_after": value}
+    quant = {**report.as_dict(), "input_bops_float32": source.bops_float32, "input_bops_int8": source.bops_int8,
+             "input_bytes_float32": source.bytes_float32,
+             "reduction_vs_input_float32": 1.0 - report.bops / source.bops_float32 if source.bops_float32 else 0.0,
+             "ratio_vs_input_int8": report.bops / source.bops_int8 if source.bops_int8 else 0.0}
+    return {"bits": plan_bits, "quant": quant, "joint_before": base, "joint_after": value}
 
-
-def restore_layer_names(model: onnx.ModelProto, reference: onnx.ModelProto, names: Sequence[str]) -> bool:
-    """Give ``model``'s nodes back the ``names`` they had in ``reference`` (matched by first output).
-
-    Simplification may rename nodes; the bits plan is keyed by node name. Returns whether every
-    name in ``names`` is present afterwards.
-    """
-    wanted = set(names)
-    by_output = {n.output[0]: n.name for n in reference.graph.node if n.name in wanted and n.output}
-    for node in model.graph.node:
-        if node.output and node.output[0] in by_output:
-            node.name = by_output[node.output[0]]
-    return wanted <= {n.name for n in model.graph.node}
