@@ -136,7 +136,8 @@ def run_episode(env: CompressionEnv[Any], graph: PolicyGraph, policy: GNNPolicy,
     transitions: list[Transition] = []
     noises: list[Tensor] = []
     joint = env.bits is not None
-    bits = np.full((len(space), 2), 32.0) if joint else None  # float until the policy picks bits
+    # before the policy picks bits every group is at the largest allowed widths (features 1, 1 for 8 / 16)
+    bits = np.tile([env.bits.w_set[-1], env.bits.a_set[-1]], (len(space), 1)).astype(np.float64) if env.bits else None
     for k in range(config.steps):
         obs = graph.observe(removed, k / config.steps, env.target, bits)
         with torch.no_grad():

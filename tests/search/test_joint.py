@@ -191,3 +191,35 @@ def test_gnnrl_joint_update_and_state(bit_space: BitSpace) -> None:
     assert obs.groups.shape == (len(bit_space.space), 5) and float(obs.groups[0, 3]) == 0.5
     state, _ = ppo_search(env, 6, seed=1, config=PPOConfig(episodes_per_update=3))
     assert state.next_episode == 6 and all(len(e.bits) == len(bit_space.space) for e in state.top)
+
+
+def test_bit_steps_follow_the_worked_example() -> None:
+    """The numbers of :func:`rescale_joint`'s docstring (three one-layer groups of 100 / 200 / 700 MACs)."""
+    from types import SimpleNamespace
+
+    from onnxprune.search.rescale import _bit_step
+
+    macs = np.array([100.0, 200.0, 700.0])
+
+    class Meter:
+        def group_values(self, keeps: tuple[float], bits: tuple) -> np.ndarray:
+            b = np.asarray(bits, dtype=np.float64)
+            return macs * keeps[0] * b[:, 0] * b[:, 1]
+
+        def value(self, keeps: tuple[float], bits: tuple) -> float:
+            return float(self.group_values(keeps, bits).sum())
+
+    space = SimpleNamespace(metric="bops", w_set=W_BITS, a_set=A_BITS,
+                            bits=lambda w, a: tuple((W_BITS[int(i)], A_BITS[int(j)]) for i, j in zip(w, a)))
+    meter, goal = Meter(), 0.03 * 1000 * 1024
+    idx = np.array([[5, 3]] * 3)  # 8 / 16 everywhere; max-ratio pruning keeps 40 % of the MACs
+    seen = []
+    while meter.value((0.4,), space.bits(idx[:, 0], idx[:, 1])) > goal * 1.01:
+        idx = _bit_step(space, meter, (0.4,), idx, down=True)  # type: ignore[arg-type]
+        seen.append((space.bits(idx[:, 0], idx[:, 1]), meter.value((0.4,), space.bits(idx[:, 0], idx[:, 1]))))
+    assert seen == [(((8, 16), (8, 16), (8, 8)), 33280.0), (((8, 16), (8, 16), (6, 8)), 28800.0)]
+    idx = np.array([[2, 1]] * 3)  # 4 / 6 everywhere, unpruned
+    while meter.value((1.0,), space.bits(idx[:, 0], idx[:, 1])) < goal * 0.99:
+        idx = _bit_step(space, meter, (1.0,), idx, down=False)  # type: ignore[arg-type]
+    assert space.bits(idx[:, 0], idx[:, 1]) == ((8, 8), (8, 6), (4, 6))
+    assert meter.value((1.0,), space.bits(idx[:, 0], idx[:, 1])) == 32800.0
