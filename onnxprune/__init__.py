@@ -1,3 +1,3 @@
-"""onnxprune: compress exported ONNX models by structured pruning, sparsity and quantization."""
+"""onnxprune: compress exported ONNX models by structured pruning and quantization."""
 
 __version__ = "0.1.0"

@@ -23,8 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with every available subcommand."""
     parser = argparse.ArgumentParser(
         prog="onnxprune",
-        description="Compress exported ONNX models: structured channel pruning, "
-                    "sparsity and quantization with GNN/RL policy search.")
+        description="Compress exported ONNX models: structured channel pruning with GNN/RL policy search, "
+                    "and int8/int4 or simulated low-bit quantization.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("-v", "--verbose", action="store_true", help="show info logs")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -142,6 +142,19 @@ def _upgrade(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
     return upgraded
 
 
+def upgraded(model: onnx.ModelProto, name: str = "the model") -> onnx.ModelProto:
+    """A copy of ``model`` upgraded as the load stage does it: initializers that are graph inputs
+    (IR < 4) become plain constants, and an opset below :data:`MIN_OPSET` is converted to it.
+
+    Raises:
+        UnsupportedInput: the opset conversion is impossible.
+    """
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
+    _drop_initializer_inputs(work)
+    return _upgrade(work, name)
+
+
 def _drop_initializer_inputs(model: onnx.ModelProto) -> None:
     """IR < 4 models list initializers as graph inputs; treat them as constants."""
     inits = {t.name for t in model.graph.initializer}

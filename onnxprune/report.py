@@ -9,6 +9,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from onnxprune.analyze.cost import Cost
+from onnxprune.deploy.opset import OpsetChoice
 from onnxprune.plan import Plan
 from onnxprune.search.env import Episode
 
@@ -28,6 +29,18 @@ class GroupRow:
 
 
 @dataclass(frozen=True)
+class LayerRow:
+    """One MAC layer of the analyze table: its MACs and the bits the file computes it with (32 = float)."""
+
+    node: str
+    op_type: str
+    macs: int
+    w_bits: int
+    a_bits: int
+    quantizable: bool
+
+
+@dataclass(frozen=True)
 class AnalyzeReport:
     """What ``onnxprune analyze`` shows."""
 
@@ -35,10 +48,11 @@ class AnalyzeReport:
     cost: Cost
     rows: tuple[GroupRow, ...]
     links: int
+    layers: tuple[LayerRow, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {"model": self.model, "macs": self.cost.macs, "params": self.cost.params,
-                "links_through_pads": self.links,
+                "links_through_pads": self.links, "layers": [r.__dict__ for r in self.layers],
                 "groups": [{**r.__dict__, "status": "frozen" if r.frozen_reason else
                             ("prunable" if r.channels > 1 else "single channel"),
                             "macs_share": r.macs / self.cost.macs if self.cost.macs else 0.0,
@@ -48,7 +62,7 @@ class AnalyzeReport:
 
 @dataclass(frozen=True)
 class PruneReport:
-    """What ``onnxprune prune`` did."""
+    """What ``onnxprune prune`` did (``opset``: the input's and the written opset)."""
 
     source: str
     output: Path
@@ -61,9 +75,11 @@ class PruneReport:
     groups_frozen: int
     repaired_layers: int = 0
     repair_seconds: float = 0.0
+    opset: OpsetChoice | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "output": str(self.output), "plan": self.plan.to_json(),
+                "opset": self.opset.to_json() if self.opset else None,
                 "repaired_layers": self.repaired_layers, "repair_seconds": self.repair_seconds,
                 "before": {**self.before.__dict__, "bytes": self.bytes_before},
                 "after": {**self.after.__dict__, "bytes": self.bytes_after},
@@ -114,6 +130,7 @@ class CompressReport:
             vs float32 and vs all-int8, per layer; stored bytes).
         joint_before: Joint search: the target metric (``bops`` / ``bytes``) of the float32 input.
         joint_after: Joint search: the target metric of the written model.
+        opset: The input's and the written default-domain opset.
     """
 
     source: str
@@ -145,6 +162,7 @@ class CompressReport:
     quant: Mapping[str, Any] | None = None
     joint_before: float | None = None
     joint_after: float | None = None
+    opset: OpsetChoice | None = None
 
     @property
     def achieved(self) -> float:
@@ -173,7 +191,8 @@ class CompressReport:
                 "agmc_pool": self.agmc_pool, "provider": self.provider,
                 "round_to": self.round_to, "bits": {k: list(v) for k, v in self.bits.items()},
                 "quant": dict(self.quant) if self.quant is not None else None,
-                "joint_before": self.joint_before, "joint_after": self.joint_after}
+                "joint_before": self.joint_before, "joint_after": self.joint_after,
+                "opset": self.opset.to_json() if self.opset else None}
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,15 @@ keeps state. One context lives for one :func:`onnxprune.analyze.analyze` call.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxprune.analyze.types import Edit, Labels, Root
+from onnxprune.analyze.qdq import QuantizedWeight, dq_weight, dq_weight_problem
+from onnxprune.analyze.types import Edit, Labels, Root, SliceConst
 from onnxprune.load import Model
 
 logger = logging.getLogger(__name__)
@@ -64,6 +66,9 @@ class AnalysisContext:
         graph = model.proto.graph
         self.initializers: dict[str, onnx.TensorProto] = {t.name: t for t in graph.initializer}
         self._const_cache: dict[str, np.ndarray] = {}
+        self.producers: dict[str, onnx.NodeProto] = {o: n for n in graph.node for o in n.output if o}
+        self.uses: Counter[str] = Counter(i for n in graph.node for i in n.input if i)
+        self.uses.update(o.name for o in graph.output)
         self.labels: dict[str, Labels] = {}
         self.atoms = UnionFind()
         self.roots: list[Root] = []
@@ -98,6 +103,39 @@ class AnalysisContext:
 
     def label(self, name: str) -> Labels | None:
         return self.labels.get(name) if name else None
+
+    def _weight_dq(self, name: str) -> onnx.NodeProto | None:
+        node = self.producers.get(name) if name else None
+        if node is None or node.op_type != "DequantizeLinear" or node.domain not in ("", "ai.onnx"):
+            return None
+        return node
+
+    def quantized(self, name: str) -> QuantizedWeight | None:
+        """The integer weight behind ``name`` when it is a sliceable DequantizeLinear output."""
+        node = self._weight_dq(name)
+        if node is None or dq_weight_problem(node, self.initializers, self.uses[name]) is not None:
+            return None
+        return dq_weight(node, self.initializers)
+
+    def weight_shape(self, name: str) -> tuple[int, ...] | None:
+        """Shape of a constant the rewrite can slice: an initializer or a quantized weight; else None."""
+        if name in self.initializers:
+            return tuple(int(d) for d in self.initializers[name].dims)
+        quantized = self.quantized(name)
+        return None if quantized is None else quantized.shape
+
+    def weight_problem(self, name: str) -> str:
+        """Why the quantized constant ``name`` cannot be sliced ("" when it can, or is an activation)."""
+        node = self._weight_dq(name)
+        if node is None:
+            return ""
+        if node.input[0] in self.initializers:
+            return dq_weight_problem(node, self.initializers, self.uses[name]) or ""
+        quant = self.producers.get(node.input[0])
+        if quant is not None and quant.op_type == "QuantizeLinear" and quant.input[0] in self.initializers:
+            return (f"DequantizeLinear '{node.name}' reads a weight quantized at run time by QuantizeLinear "
+                    f"'{quant.name}' (store it as an integer initializer)")
+        return ""
 
     # ---- recording -----------------------------------------------------------------
     def set_label(self, name: str, labels: Labels | None) -> None:
@@ -157,3 +195,19 @@ class AnalysisContext:
 
     def edit(self, edit: Edit) -> None:
         self.edits.append(edit)
+
+    def slice_input(self, node: onnx.NodeProto, index: int, axis: int, mask_of: str) -> None:
+        """Slice constant input ``index`` of ``node`` along ``axis`` by ``mask_of``'s keep mask.
+
+        A quantized weight is sliced at its DequantizeLinear: the integer data along ``axis``,
+        and a per-axis scale / zero point too when ``axis`` is the quantization axis.
+        """
+        quantized = self.quantized(node.input[index])
+        if quantized is None:
+            self.edit(SliceConst(node.name, index, axis, mask_of))
+            return
+        self.edit(SliceConst(quantized.node, 0, axis, mask_of))
+        if quantized.axis == axis:
+            self.edit(SliceConst(quantized.node, 1, 0, mask_of))
+            if quantized.zero_point:
+                self.edit(SliceConst(quantized.node, 2, 0, mask_of))

@@ -5,7 +5,8 @@ Conventions (stated in the README too):
     ConvTranspose (weight elements * H_in*W_in), Gemm and MatMul (M*K*N); elementwise ops,
     normalization and pooling are not counted (as PyTorch's flop counter and the papers).
     Params: elements of floating-point initializers of rank >= 1, excluding
-    BatchNormalization running mean/variance (buffers, as in PyTorch).
+    BatchNormalization running mean/variance (buffers, as in PyTorch); in a QDQ model the
+    integer weights and biases read by DequantizeLinear count, their scales and zero points do not.
     BOPs: MACs * weight bits * activation bits (32 x 32 for float layers).
 """
 
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from onnxprune.analyze.qdq import INTEGER_TYPES, QUANT_OPS
 from onnxprune.analyze.types import Analysis, SliceConst
 from onnxprune.load import Model
 
@@ -73,11 +75,15 @@ def node_macs(node: onnx.NodeProto, shape_of: ShapeOf) -> int:
 
 
 def _param_initializers(model: Model) -> dict[str, int]:
-    """Initializer name -> 1 for counted params (float, rank >= 1, not BN running stats)."""
-    buffers = {n.input[i] for n in model.proto.graph.node if n.op_type == "BatchNormalization"
-               for i in (3, 4) if len(n.input) > i}
+    """Initializer name -> 1 for counted params: float (not BN running stats, not Q/DQ scales or
+    zero points) or integer data dequantized by a DequantizeLinear (QDQ weights), rank >= 1."""
+    nodes = model.proto.graph.node
+    buffers = {n.input[i] for n in nodes if n.op_type == "BatchNormalization" for i in (3, 4) if len(n.input) > i}
+    buffers |= {n.input[i] for n in nodes if n.op_type in QUANT_OPS for i in (1, 2) if len(n.input) > i}
+    quantized = {n.input[0] for n in nodes if n.op_type == "DequantizeLinear"}
     return {t.name: 1 for t in model.proto.graph.initializer
-            if t.data_type in _FLOAT and len(t.dims) >= 1 and t.name not in buffers}
+            if len(t.dims) >= 1 and t.name not in buffers
+            and (t.data_type in _FLOAT or (t.data_type in INTEGER_TYPES and t.name in quantized))}
 
 
 def _bits(node: onnx.NodeProto, bits: Mapping[str, tuple[int, int]]) -> int:
@@ -112,7 +118,10 @@ def pruned_shapes(analysis: Analysis, masks: Mapping[str, np.ndarray]) -> ShapeO
     nodes = {n.name: n for n in analysis.model.proto.graph.node}
     for e in analysis.edits:
         if isinstance(e, SliceConst):
-            sliced.setdefault((nodes[e.node].input[e.index], e.index), []).append((e.axis, e.mask_of))
+            node = nodes[e.node]
+            sliced.setdefault((node.input[e.index], e.index), []).append((e.axis, e.mask_of))
+            if node.op_type == "DequantizeLinear" and e.index == 0:  # the dequantized weight shrinks too
+                sliced.setdefault((node.output[0], -1), []).append((e.axis, e.mask_of))
     by_name: dict[str, list[tuple[int, str]]] = {}
     for (name, _), axes in sliced.items():
         by_name.setdefault(name, []).extend(axes)

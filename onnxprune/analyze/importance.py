@@ -5,7 +5,8 @@ order); the plan keeps the highest scores.
 
 * ``l1`` / ``l2`` / ``fpgm`` (:func:`weight_importance`): a unit's score sums its atoms' filter
   scores over every producer in the group (all convs of a residual stream, every block of a
-  grouped conv); Pad roots contribute nothing. FPGM scores a filter by the sum of its
+  grouped conv); Pad roots contribute nothing. A QDQ weight (integer initializer behind a
+  DequantizeLinear) is scored on its dequantized values ``(q - zero_point) * scale``. FPGM scores a filter by the sum of its
   Euclidean distances to the other filters of the same producer (He et al. 2019): filters
   nearest the geometric median are the most replaceable and score lowest.
 * ``bn`` (:func:`bn_importance`): ``|gamma|`` of every BatchNormalization / InstanceNormalization
@@ -28,6 +29,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 from onnx import numpy_helper
 
+from onnxprune.analyze.qdq import weight_value
 from onnxprune.analyze.types import Analysis, SliceConst
 from onnxprune.errors import PlanError
 
@@ -70,14 +72,18 @@ def weight_importance(analysis: Analysis, criterion: str = "l1") -> tuple[np.nda
     if criterion not in CRITERIA:
         raise PlanError(f"unknown criterion '{criterion}'; choose one of {sorted(CRITERIA)}")
     norm = CRITERIA[criterion]
-    inits = {t.name: t for t in analysis.model.proto.graph.initializer}
+    graph = analysis.model.proto.graph
+    inits = {t.name: t for t in graph.initializer}
+    producers = {o: n for n in graph.node for o in n.output if o}
     unit_score = np.zeros(analysis.unit_group.size, dtype=np.float64)
-    name, weight = "", np.zeros(0)  # one weight at a time: float64 copies of all would double a large model
+    name, weight = "", None  # one weight at a time: float64 copies of all would double a large model
     for root in analysis.roots:
-        if root.weight is None or root.weight not in inits:
+        if root.weight is None:
             continue
-        if root.weight != name:
-            name, weight = root.weight, numpy_helper.to_array(inits[root.weight]).astype(np.float64)
+        if root.weight != name:  # a QDQ weight is scored dequantized: (int - zero_point) * scale
+            name, weight = root.weight, weight_value(root.weight, inits, producers)
+        if weight is None:
+            continue
         filters = np.moveaxis(weight, root.weight_axis, 0)
         scores = norm(filters)
         if scores.size != root.size:  # grouped ConvTranspose: per-group output axis

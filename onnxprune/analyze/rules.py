@@ -4,6 +4,8 @@ A rule reads its inputs' channel labels from the :class:`AnalysisContext`, coupl
 that must be pruned together, labels its outputs and records the edits the rewrite applies.
 An op type missing here (or any op of a custom domain) freezes every channel that touches
 it, and the report names the op: the pruned model is never broken by an unknown op.
+Layers read constants through :meth:`AnalysisContext.slice_input`, which sees through the
+DequantizeLinear of a QDQ weight (:mod:`onnxprune.analyze.qdq`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from onnxprune.analyze.rules_elementwise import (
     propagate_axis_op, propagate_broadcast, propagate_passthrough, propagate_pool, propagate_reduce,
     propagate_shape)
 from onnxprune.analyze.rules_linear import propagate_conv, propagate_gemm, propagate_matmul, propagate_norm
+from onnxprune.analyze.rules_quant import propagate_qdq
 from onnxprune.analyze.rules_shape import (
     propagate_concat, propagate_gather, propagate_pad, propagate_reshape, propagate_resize, propagate_slice,
     propagate_split, propagate_squeeze, propagate_transpose)
@@ -63,6 +66,8 @@ RULES: Mapping[str, Rule] = MappingProxyType({
     "Gather": propagate_gather,
     "Pad": propagate_pad,
     "Resize": propagate_resize,
+    "QuantizeLinear": propagate_qdq,
+    "DequantizeLinear": propagate_qdq,
 })
 
 

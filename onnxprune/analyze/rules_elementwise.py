@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 
 from onnxprune.analyze.context import AnalysisContext
-from onnxprune.analyze.types import Labels, SliceConst
+from onnxprune.analyze.types import Labels
 from onnxprune.analyze.util import attr, input_at, norm_axis
 
 
@@ -69,10 +69,12 @@ def propagate_broadcast(node: onnx.NodeProto, ctx: AnalysisContext) -> None:
         pos = axis - (ry - len(shape))
         if pos < 0 or shape[pos] == 1:
             continue  # broadcast along the channel axis: nothing to change
-        if ctx.is_const(name) and shape[pos] == ref.ids.size:
-            ctx.edit(SliceConst(node.name, index, pos, out))
+        if ctx.weight_shape(name) is not None and shape[pos] == ref.ids.size:
+            ctx.slice_input(node, index, pos, out)
         else:
-            ctx.freeze(ref.ids, _why(node, f"combines channels with '{name}', which carries none"))
+            problem = ctx.weight_problem(name)
+            ctx.freeze(ref.ids, _why(node, f"combines channels with '{name}', which carries none"
+                                     + (f" ({problem})" if problem else "")))
     ctx.set_label(out, Labels(axis=axis, ids=ref.ids))
 
 

@@ -1,12 +1,15 @@
-"""Deploy flags shared by ``prune`` and ``compress``: ``--opset``, ``--no-simplify``, ``--triton-*``."""
+"""Deploy flags shared by ``prune`` and ``compress``: ``--opset``, ``--keep-opset``, ``--no-simplify``,
+``--triton-*``; and the opset notice both print."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import re
+import sys
 from pathlib import Path
 
+from onnxprune.deploy.opset import OpsetChoice
 from onnxprune.deploy.triton import TritonOptions
 from onnxprune.errors import OutputError, UnsupportedInput
 from onnxprune.pipeline.deploying import DeployOptions
@@ -17,9 +20,12 @@ _TRITON_FLAGS = ("triton_name", "max_batch", "triton_force")
 
 
 def add_deploy_options(parser: argparse.ArgumentParser, *, triton: bool) -> None:
-    """Add ``--opset`` and ``--no-simplify`` (and the Triton flags when ``triton``)."""
+    """Add ``--opset``, ``--keep-opset`` and ``--no-simplify`` (and the Triton flags when ``triton``)."""
     parser.add_argument("--opset", type=int, default=None, metavar="N",
-                        help="convert the output to this opset (default: the input's; never upgraded silently)")
+                        help="convert the output to this opset (default: the input's; where the pruned model "
+                             "cannot go back to an input opset below 13, the upgraded one, with a notice)")
+    parser.add_argument("--keep-opset", action="store_true",
+                        help="fail instead of writing an upgraded opset when the input's cannot be kept")
     parser.add_argument("--no-simplify", action="store_true",
                         help="skip output simplification (constant folding, dead/Identity nodes, onnxslim)")
     if not triton:
@@ -56,6 +62,13 @@ def deploy_options(args: argparse.Namespace, output: Path) -> DeployOptions:
         OutputError: no ``--triton-name`` and an output file stem that is no valid name.
     """
     triton = _triton_options(args, output) if hasattr(args, "triton_repo") else None
-    return DeployOptions(opset=args.opset, simplify=not args.no_simplify,
+    return DeployOptions(opset=args.opset, keep_opset=args.keep_opset, simplify=not args.no_simplify,
                          triton_repo=args.triton_repo if triton is not None else None, triton=triton,
                          force=bool(getattr(args, "triton_force", False)))
+
+
+def print_opset_notice(choice: OpsetChoice | None) -> None:
+    """Print the one-line notice of an opset upgrade nobody asked for (to stderr; nothing otherwise)."""
+    notice = choice.notice() if choice is not None else None
+    if notice is not None:
+        print(f"onnxprune: note: {notice}", file=sys.stderr)

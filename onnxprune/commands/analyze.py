@@ -19,8 +19,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("model", type=Path, help="the .onnx file")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the table as JSON")
     parser.add_argument("--all", action="store_true", help="also list single-channel groups")
+    parser.add_argument("--layers", action="store_true",
+                        help="also list the Conv/Gemm/MatMul layers: MACs, bits (32 = float), quantizable")
     add_input_shape_option(parser)
     parser.set_defaults(run=run)
+
+
+def _layer_table(report, name: str) -> Table:
+    table = Table(title=f"MAC layers of {name}")
+    for column in ("layer", "op", "MACs %", "w bits", "a bits", "quantizable"):
+        table.add_column(column, justify="left" if column in ("layer", "op") else "right")
+    macs = max(report.cost.macs, 1)
+    for row in report.layers:
+        table.add_row(row.node, row.op_type, f"{100 * row.macs / macs:.1f}", str(row.w_bits), str(row.a_bits),
+                      "yes" if row.quantizable else "no")
+    return table
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,6 +56,11 @@ def run(args: argparse.Namespace) -> int:
     console.print(table)
     console.print(f"{len(report.rows)} groups, {prunable} prunable, {report.links} channels linked through "
                   f"pads; MACs {report.cost.macs:,} (batch 1), params {report.cost.params:,}")
+    if args.layers:
+        console.print(_layer_table(report, args.model.name))
+    quantized = sum(1 for r in report.layers if r.w_bits < 32)
+    console.print(f"{len(report.layers)} MAC layers ({sum(r.quantizable for r in report.layers)} quantizable by "
+                  f"`onnxprune quantize`, {quantized} stored quantized)")
     if args.json is not None:
         write_json_atomic(args.json, report.to_json())
     return 0

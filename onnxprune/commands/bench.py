@@ -46,7 +46,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--tolerance", type=float, default=0.02, metavar="F",
                         help="stable when the 95 %% interval of each median is within F of it (default 0.02)")
     parser.add_argument("--profile", type=int, nargs="?", const=10, default=None, metavar="TOP",
-                        help="profile with ORT and list the TOP op types by time (default 10)")
+                        help="profile with ORT and list the TOP op types by kernel time (default 10); with "
+                             "--baseline, before (baseline) and after (model) side by side")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     add_runtime_options(parser, timing=True)
     parser.set_defaults(run=run)
@@ -115,11 +116,24 @@ def _table(result: BenchResult, has_baseline: bool) -> Table:
 
 
 def _profile_table(result: BenchResult) -> Table:
+    if result.profile_change is not None:
+        return _change_table(result)
     table = Table(title="ORT profile: top op types by kernel time (model)")
     for name in ("op type", "ms", "share", "calls"):
         table.add_column(name, justify="left" if name == "op type" else "right")
     for op in result.profile or ():
         table.add_row(op.op_type, f"{op.total_ms:.2f}", f"{100 * op.share:.1f} %", str(op.calls))
+    return table
+
+
+def _change_table(result: BenchResult) -> Table:
+    """Kernel time per op type, baseline (before) against model (after), same runs and batch."""
+    table = Table(title="ORT kernel time per op type: baseline (before) vs model (after)")
+    for name in ("op type", "before ms", "share", "after ms", "share", "ratio"):
+        table.add_column(name, justify="left" if name == "op type" else "right")
+    for op in result.profile_change or ():
+        table.add_row(op.op_type, f"{op.baseline_ms:.3f}", f"{100 * op.baseline_share:.1f} %", f"{op.model_ms:.3f}",
+                      f"{100 * op.model_share:.1f} %", "-" if op.ratio is None else f"{op.ratio:.3f}")
     return table
 
 

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from onnxprune import pipeline
-from onnxprune.commands._deploy_options import add_deploy_options, deploy_options
+from onnxprune.commands._deploy_options import add_deploy_options, deploy_options, print_opset_notice
 from onnxprune.commands._tables import cost_table
 from onnxprune.commands._repair_options import add_repair_options, repair_mode
 from onnxprune.commands._model_options import add_input_shape_option, parse_input_shapes
@@ -236,6 +236,7 @@ def run(args: argparse.Namespace) -> int:
     console.print(_widths(report))
     if report.quant is not None:
         console.print(_bits_table(report))
+    print_opset_notice(report.opset)
     widths = "free channel counts" if report.round_to == 1 else f"channel counts multiples of {report.round_to}"
     console.print(f"removed {report.achieved:.1%} of {report.metric} (target {report.target:.0%}), {widths}; "
                   f"wrote {report.output}")

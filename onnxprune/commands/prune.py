@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 
 from onnxprune import pipeline
-from onnxprune.commands._deploy_options import add_deploy_options, deploy_options
+from onnxprune.commands._deploy_options import add_deploy_options, deploy_options, print_opset_notice
 from onnxprune.commands._tables import cost_table
 from onnxprune.commands._repair_options import add_repair_options, repair_mode
 from onnxprune.commands._model_options import add_input_shape_option, parse_input_shapes
@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
                        report.bytes_before, report.bytes_after)
     console = Console()
     console.print(table)
+    print_opset_notice(report.opset)
     console.print(f"{report.groups_pruned} groups pruned, {report.groups_frozen} frozen; wrote {report.output}")
     if mode is not None:
         console.print(f"{mode}: {report.repaired_layers} layers repaired in {report.repair_seconds:.1f} s")

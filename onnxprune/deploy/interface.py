@@ -23,7 +23,7 @@ import onnx
 from onnx import helper, version_converter
 
 from onnxprune import __version__
-from onnxprune.deploy.runner import graph_inputs
+from onnxprune.deploy.runner import graph_inputs, list_initializers_as_inputs
 from onnxprune.errors import InvalidModel, UnsupportedInput
 from onnxprune.large import PROTOBUF_LIMIT, check_model, transform
 from onnxprune.load import default_opset
@@ -210,6 +210,7 @@ def _set_versions(original: onnx.ModelProto, model: onnx.ModelProto, opset: int 
                     default_opset(model), default_opset(original))
     needed = helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
     model.ir_version = needed if opset is not None else max(needed, original.ir_version)
+    list_initializers_as_inputs(model)
     return model
 
 

@@ -14,19 +14,22 @@ Contract:
     guarantees: the result has the requested default-domain opset, passes the ONNX checker and
     matches the input's outputs within :data:`RTOL` of their scale;
     otherwise :class:`UnsupportedInput` with one line naming the op that blocks the conversion.
-    The input is not modified.
+    The input is not modified. :class:`OpsetChoice` records which opset a written model got
+    (the ``onnxprune.opset`` metadata prop, the reports' ``opset``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from onnx import version_converter
 
-from onnxprune.deploy.runner import output_diff
+from onnxprune.deploy.runner import list_initializers_as_inputs, output_diff
 from onnxprune.errors import OnnxPruneError, UnsupportedInput
 from onnxprune.evaluate.runtime import first_line
 from onnxprune.large import PROTOBUF_LIMIT, check_model, transform
@@ -37,6 +40,45 @@ logger = logging.getLogger(__name__)
 #: Largest output difference, relative to the largest output value, for a relabelled model.
 RTOL = 1e-5
 _DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+@dataclass(frozen=True)
+class OpsetChoice:
+    """Which default-domain opset a written model got, and why.
+
+    Attributes:
+        source: The input file's opset.
+        written: The opset of the written model.
+        forced: ``--opset`` chose ``written``.
+        reason: Why the source opset could not be kept (one line), when ``written`` is an upgrade
+            nobody asked for.
+    """
+
+    source: int
+    written: int
+    forced: bool = False
+    reason: str | None = None
+
+    @property
+    def upgraded(self) -> bool:
+        """The written opset is newer than the source's without ``--opset`` asking for it."""
+        return self.written > self.source and not self.forced
+
+    def notice(self) -> str | None:
+        """One line telling the user about an unasked upgrade (``None``: nothing to tell)."""
+        if not self.upgraded:
+            return None
+        why = f" ({self.reason})" if self.reason else ""
+        return (f"wrote opset {self.written}: the pruned model cannot go back to the input's opset "
+                f"{self.source}{why}; pass --keep-opset to refuse instead, or --opset N")
+
+    def to_json(self) -> dict[str, object]:
+        """JSON-ready dict (also stored as the ``onnxprune.opset`` metadata prop)."""
+        return {"source": self.source, "written": self.written, "forced": self.forced, "reason": self.reason}
+
+    def metadata(self) -> str:
+        """The ``onnxprune.opset`` metadata value: compact JSON of :meth:`to_json`."""
+        return json.dumps(self.to_json(), separators=(",", ":"))
 
 
 def iter_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
@@ -82,6 +124,7 @@ def _relabel(model: onnx.ModelProto, opset: int, proto_limit: int) -> onnx.Model
         if imp.domain in _DEFAULT_DOMAINS:
             imp.version = opset
     result.ir_version = onnx.helper.find_min_ir_version_for(list(result.opset_import), ignore_unknown=True)
+    list_initializers_as_inputs(result)
     try:
         check_model(result, full_check=True, proto_limit=proto_limit)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:

@@ -45,6 +45,19 @@ def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     return [i for i in model.graph.input if i.name not in inits]
 
 
+def list_initializers_as_inputs(model: onnx.ModelProto) -> None:
+    """Below IR version 4 every initializer must also be a graph input: add the missing ones (in place).
+
+    Old exporters wrote models that way (IR 3, opsets up to 8); the load stage drops those inputs
+    and raises the IR version to 4, so a model going back to such an IR version needs them again.
+    """
+    if model.ir_version >= 4:
+        return
+    listed = {value.name for value in model.graph.input}
+    model.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                             for t in model.graph.initializer if t.name not in listed)
+
+
 def input_shape(value: onnx.ValueInfoProto, batch: int) -> tuple[int, ...]:
     """Concrete shape for ``value``: symbolic first dim -> ``batch``, other symbolic dims -> 1."""
     ttype = value.type.tensor_type

@@ -4,7 +4,8 @@ Contract:
     requires: a :class:`~onnxprune.evaluate.runtime.Runtime` and a model it can load.
     guarantees: the memory figure is the growth of this process's RSS across creating the
     session and one run; the profile comes from a separate, profiling session (the timed one
-    is never slowed down), and its trace file is removed.
+    is never slowed down), and its trace file is removed. Op-type shares are of the kernel time
+    of every op type (they sum to 1 over all of them); two profiles compare op by op.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import resource
 import sys
 import tempfile
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,22 @@ class OpTime:
     calls: int
 
 
+@dataclass(frozen=True)
+class OpChange:
+    """Kernel time of one op type in the baseline (before) and the model (after), same runs and batch.
+
+    ``*_ms`` is 0 and ``*_share`` 0 where that model has no such op; ``ratio`` is model / baseline
+    milliseconds, ``None`` when either is 0.
+    """
+
+    op_type: str
+    baseline_ms: float
+    baseline_share: float
+    model_ms: float
+    model_share: float
+    ratio: float | None
+
+
 def rss_bytes() -> int:
     """Resident memory of this process now (Linux ``/proc``; else the peak so far)."""
     statm = Path("/proc/self/statm")
@@ -48,8 +65,9 @@ def rss_bytes() -> int:
 
 
 def profile_ops(runtime: Runtime, model: ModelSource, feeds: Mapping[str, np.ndarray], *, runs: int,
-                top: int) -> tuple[OpTime, ...]:
-    """Profile ``runs`` runs in a separate session and return the ``top`` op types by kernel time.
+                top: int | None = None) -> tuple[OpTime, ...]:
+    """Profile ``runs`` runs in a separate session and return the ``top`` op types by kernel time
+    (``None``: every op type), most time first.
 
     The profiling session is not the timed one (profiling slows every kernel); its trace file
     is written to a temporary folder and removed.
@@ -71,3 +89,18 @@ def profile_ops(runtime: Runtime, model: ModelSource, feeds: Mapping[str, np.nda
     whole = sum(totals.values()) or 1.0
     ranked = sorted(totals.items(), key=lambda kv: kv[1], reverse=True)[:top]
     return tuple(OpTime(op, ms, ms / whole, calls[op]) for op, ms in ranked)
+
+
+def compare_profiles(baseline: Sequence[OpTime], model: Sequence[OpTime], *, top: int | None = None
+                     ) -> tuple[OpChange, ...]:
+    """Op types of two full profiles side by side, the ``top`` (``None``: all) with the most time in either."""
+    before = {op.op_type: op for op in baseline}
+    after = {op.op_type: op for op in model}
+    none = OpTime("", 0.0, 0.0, 0)
+    rows = []
+    for name in set(before) | set(after):
+        b, a = before.get(name, none), after.get(name, none)
+        ratio = a.total_ms / b.total_ms if a.total_ms > 0 and b.total_ms > 0 else None
+        rows.append(OpChange(name, b.total_ms, b.share, a.total_ms, a.share, ratio))
+    rows.sort(key=lambda r: (-max(r.baseline_ms, r.model_ms), r.op_type))
+    return tuple(rows[:top])

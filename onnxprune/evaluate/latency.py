@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from onnxprune.errors import DataError, UnsupportedInput
-from onnxprune.evaluate.footprint import OpTime, profile_ops, rss_bytes
+from onnxprune.evaluate.footprint import OpChange, OpTime, compare_profiles, profile_ops, rss_bytes
 from onnxprune.evaluate.runtime import ModelSource, RunInfo, Runtime, Session, TensorSpec, available_cpus
 from onnxprune.evaluate.stability import (HostUse, Protocol, block_size, busy_reason, cpu_times, decide, host_use,
                                           median_interval)
@@ -297,6 +297,9 @@ class BenchResult:
         memory_mb: RSS growth from creating the model's session and running it at the largest batch.
         baseline_memory_mb: The same for the baseline.
         profile: Top op types by kernel time (``None`` unless profiling was asked for).
+        baseline_profile: The same for the baseline (profiled with the same runs and batch).
+        profile_change: Op types of the baseline (before) and the model (after) side by side,
+            the top ones by time in either (with a baseline and profiling only).
         protocol: Run counts, times and tolerance used.
         run: Where it ran.
         load_average: The host's 1-minute load average before and after timing (``None`` where the
@@ -316,6 +319,8 @@ class BenchResult:
     steal: float | None = None
     others: float | None = None
     cpus: int = 1
+    baseline_profile: tuple[OpTime, ...] | None = None
+    profile_change: tuple[OpChange, ...] | None = None
 
     @property
     def unstable(self) -> tuple[int, ...]:
@@ -352,7 +357,8 @@ def bench(runtime: Runtime, model: ModelSource, baseline: ModelSource | None, ba
         batches: Batch sizes.
         protocol: Run counts, times and tolerance (see :func:`measure`).
         rng: Source of the random inputs.
-        profile_top: Profile the model and keep this many op types (``None``: no profiling).
+        profile_top: Profile the model (and the baseline) and keep this many op types (``None``: no
+            profiling).
         on_row: Called with ``(1, number of batch sizes)`` after each batch size (progress display).
 
     Raises:
@@ -373,15 +379,20 @@ def bench(runtime: Runtime, model: ModelSource, baseline: ModelSource | None, ba
         if on_row is not None:
             on_row(1, len(batches))
     use = host_use(cpu_before, cpu_times(PROC_STAT))
-    profile = None
+    profile, base_profile, change = None, None, None
     if profile_top is not None:
-        profile = profile_ops(runtime, model, random_feeds(session.inputs, largest, rng),
-                              runs=max(protocol.runs // 4, 3), top=profile_top)
+        runs = max(protocol.runs // 4, 3)
+        full = profile_ops(runtime, model, random_feeds(session.inputs, largest, rng), runs=runs)
+        profile = full[:profile_top]
+        if baseline is not None and base_session is not None:
+            base_full = profile_ops(runtime, baseline, random_feeds(base_session.inputs, largest, rng), runs=runs)
+            base_profile, change = base_full[:profile_top], compare_profiles(base_full, full, top=profile_top)
     load_after = _load_average()
     load = (load_before, load_after) if load_before is not None and load_after is not None else None
     return BenchResult(rows=tuple(rows), memory_mb=memory, baseline_memory_mb=base_memory, profile=profile,
                        protocol=protocol, run=session.info, load_average=load,
-                       steal=use.steal if use else None, others=use.others if use else None, cpus=available_cpus())
+                       steal=use.steal if use else None, others=use.others if use else None, cpus=available_cpus(),
+                       baseline_profile=base_profile, profile_change=change)
 
 
 def _load_average() -> float | None:

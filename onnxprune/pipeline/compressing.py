@@ -257,7 +257,7 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
         # written as scored: simplifying would fold BatchNorm into the grid-valued weights (off their grid)
         deploy = dataclasses.replace(deploy, simplify=False)
     accuracy = f"{100.0 * fixed.accuracy:.2f}" if fixed.accuracy is not None else None
-    final = finish(original, chosen, deploy, run_metadata(
+    final, opset = finish(original, chosen, deploy, run_metadata(
         "compress", best.plan, target=target, metric=metric, agent=agent, criterion=criterion, accuracy=accuracy),
         np.random.default_rng(seed), proto_limit=proto_limit)
     saved = save_model(final, target_path, proto_limit=proto_limit)
@@ -282,7 +282,7 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
                           finalists=tuple((e.index, _percent(e.accuracy), _percent(v))
                                           for e, v in zip(pool, fixed.finalists)),
                           agmc_pool=agmc_pool if agent == "agmc" else None, provider=provider,
-                          round_to=round_to, **quant)
+                          round_to=round_to, opset=opset, **quant)
 
 
 def _check_options(source: Path, target_path: Path, output: str | os.PathLike[str], *, agent: str,

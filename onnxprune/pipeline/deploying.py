@@ -6,8 +6,10 @@ Contract:
     guarantees: :func:`check_deploy` writes nothing and refuses every bad ``--opset`` /
     ``--triton-*`` setting before the (long) pruning work starts. :func:`finish` returns a model
     with the original's input/output names, dtypes and symbolic dims, its metadata props plus
-    ``onnxprune.*`` props, the original's opset unless ``DeployOptions.opset`` asks for another
-    (never a silent upgrade), and no more nodes than ``pruned``; a simplification whose outputs
+    ``onnxprune.*`` props (``onnxprune.opset``: the input's and the written opset), the original's
+    opset unless ``DeployOptions.opset`` asks for another or the pruned model cannot go back to it
+    (then the upgraded opset with a notice, or with ``keep_opset`` a refusal before any work),
+    and no more nodes than ``pruned``; a simplification whose outputs
     differ from ``pruned``'s on random inputs is discarded. :func:`export_repo` writes the Triton
     entry complete or not at all (see :mod:`onnxprune.deploy.triton`). Every step takes models of
     any size: above ``proto_limit`` (protobuf's 2 GiB) they work on the skeleton or pass the
@@ -25,16 +27,15 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import version_converter
 
 from onnxprune.deploy.interface import restore_interface
-from onnxprune.deploy.opset import convert_opset
+from onnxprune.deploy.opset import OpsetChoice, convert_opset
 from onnxprune.deploy.runner import output_diff
 from onnxprune.deploy.simplify import simplify
 from onnxprune.deploy.triton import TritonOptions, check_export, export_triton
 from onnxprune.errors import OnnxPruneError, UnsupportedInput
 from onnxprune.large import PROTOBUF_LIMIT, is_large, transform
-from onnxprune.load import MIN_OPSET, default_opset
+from onnxprune.load import MIN_OPSET, default_opset, upgraded
 from onnxprune.plan import Plan
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,9 @@ class DeployOptions:
     """What ``prune`` / ``compress`` do to the final model before and after saving it.
 
     Attributes:
-        opset: Convert the result to this default-domain opset; ``None`` keeps the original's.
+        opset: Convert the result to this default-domain opset; ``None``: the original's where the
+            result can go back to it (an opset below 13 is upgraded on load), else the upgraded one.
+        keep_opset: Refuse (one line) instead of writing an upgraded opset.
         simplify: Fold constants and remove dead and Identity nodes (graph-surgeon, onnxslim).
         triton_repo: Also write ``<triton_repo>/<triton.name>/`` (Triton model repository).
         triton: Name and batching of the Triton entry (needed with ``triton_repo``).
@@ -57,6 +60,7 @@ class DeployOptions:
     """
 
     opset: int | None = None
+    keep_opset: bool = False
     simplify: bool = True
     triton_repo: Path | None = None
     triton: TritonOptions | None = None
@@ -64,52 +68,64 @@ class DeployOptions:
 
 
 def _to_opset(original: onnx.ModelProto, model: onnx.ModelProto, options: DeployOptions,
-              rng: np.random.Generator, proto_limit: int = PROTOBUF_LIMIT) -> tuple[onnx.ModelProto, int | None]:
-    """``model`` at ``--opset`` or, without it, at ``original``'s opset; and that opset (``None``: kept)."""
-    opset, upgraded = options.opset, default_opset(model)
-    if opset is None and upgraded != default_opset(original):
-        opset = default_opset(original)  # the load stage upgraded it (opset < 13): convert back
-    if opset is None or opset == upgraded:
-        return model, opset
+              rng: np.random.Generator, proto_limit: int = PROTOBUF_LIMIT
+              ) -> tuple[onnx.ModelProto, int | None, OpsetChoice]:
+    """``model`` at the opset to write, the opset to pass on (``None``: kept) and why it is that one.
+
+    ``--opset`` forces its version; else ``original``'s opset where ``model`` (upgraded by the load
+    stage) converts back to it with the same outputs, else ``model``'s own (upgraded) opset with
+    a logged notice, or with ``keep_opset`` a one-line refusal.
+    """
+    source, current = default_opset(original), default_opset(model)
+    if options.opset is not None:
+        converted = model if options.opset == current else convert_opset(model, options.opset, rng,
+                                                                         proto_limit=proto_limit)
+        return converted, options.opset, OpsetChoice(source, options.opset, forced=True)
+    if current == source:
+        return model, None, OpsetChoice(source, source)
     try:
-        return convert_opset(model, opset, rng, proto_limit=proto_limit), opset
+        return convert_opset(model, source, rng, proto_limit=proto_limit), source, OpsetChoice(source, source)
     except UnsupportedInput as exc:
-        if options.opset is not None:
-            raise
-        logger.info("no way back to opset %d: %s", opset, exc)
-        raise UnsupportedInput(f"the pruned model (opset {upgraded}) cannot go back to the input's opset "
-                               f"{opset}; pass --opset {upgraded} to accept the upgrade") from exc
+        reason = str(exc).rsplit("; ", 1)[0].removeprefix(f"cannot convert to opset {source}: ")
+        if options.keep_opset:
+            raise UnsupportedInput(f"the pruned model (opset {current}) cannot go back to the input's opset "
+                                   f"{source} ({reason}); drop --keep-opset to write opset {current}") from exc
+        choice = OpsetChoice(source, current, reason=reason)
+        logger.info("%s", choice.notice())
+        return model, None, choice
 
 
 def check_deploy(original: onnx.ModelProto, options: DeployOptions, rng: np.random.Generator, *,
                  proto_limit: int = PROTOBUF_LIMIT) -> None:
     """Refuse bad deploy settings before any work (writes nothing).
 
-    The opset conversion (``--opset``, or back to an opset below 13 that the load stage
-    upgrades) is tried on the (simplified) original: pruning keeps its op types. Not on an
+    The opset conversion (``--opset``, or with ``keep_opset`` back to an opset below 13 that the
+    load stage upgrades) is tried on the (simplified) original: pruning keeps its op types. Not on an
     original above ``proto_limit`` (its data may be unloaded): there the final conversion decides.
 
     Raises:
-        UnsupportedInput: an ``opset`` out of range or impossible for this model; a model that
+        UnsupportedInput: an ``opset`` out of range or impossible for this model, or given with
+            ``keep_opset``; with ``keep_opset``, no way back to the original's opset; a model that
             Triton cannot serve with these options.
         OutputError: a bad Triton name or an existing entry without ``force``.
     """
     model = original
+    if options.keep_opset and options.opset is not None:
+        raise UnsupportedInput(f"--keep-opset and --opset {options.opset} contradict each other; pass only one")
     if options.opset is not None:
         newest = onnx.defs.onnx_opset_version()
         if not 7 <= options.opset <= newest:
             raise UnsupportedInput(f"--opset {options.opset} is outside 7..{newest} (this onnx); "
                                    f"choose an opset in that range or leave it out")
-    elif default_opset(original) < MIN_OPSET:  # the load stage upgrades it; the output must come back
-        try:
-            model = transform(original, lambda m: version_converter.convert_version(m, MIN_OPSET),
-                              proto_limit=proto_limit)
-        except Exception:  # the converter raises bare RuntimeErrors; the load stage reports it
+    if (options.opset is not None or options.keep_opset) and default_opset(original) < MIN_OPSET:
+        try:  # the load stage upgrades it: the output is converted from there
+            model = transform(original, upgraded, proto_limit=proto_limit)
+        except OnnxPruneError:  # the load stage reports it
             model = original
     target = options.opset if options.opset is not None else default_opset(original)
     if target != default_opset(model) and not is_large(model, proto_limit):
         # the output is converted after simplification (e.g. BatchNorm folded away): try that
-        _to_opset(original, simplify(model) if options.simplify else model, options, rng)
+        _to_opset(original, simplify(model) if options.simplify else model, options, rng, proto_limit)
     if options.triton_repo is not None:
         if options.triton is None:
             raise UnsupportedInput("a Triton repository needs a model name; pass --triton-name")
@@ -144,8 +160,10 @@ def run_metadata(command: str, plan: Plan, **fields: object) -> dict[str, str]:
 
 def finish(original: onnx.ModelProto, pruned: onnx.ModelProto, options: DeployOptions,
            metadata: Mapping[str, str], rng: np.random.Generator, *,
-           proto_limit: int = PROTOBUF_LIMIT) -> onnx.ModelProto:
-    """The model to save: simplified, with the original's interface and ``metadata``.
+           proto_limit: int = PROTOBUF_LIMIT) -> tuple[onnx.ModelProto, OpsetChoice]:
+    """The model to save (simplified, with the original's interface and ``metadata``) and its opset.
+
+    The opset is recorded as the ``onnxprune.opset`` metadata prop (:meth:`OpsetChoice.metadata`).
 
     Args:
         original: The user's model as read from their file.
@@ -160,8 +178,10 @@ def finish(original: onnx.ModelProto, pruned: onnx.ModelProto, options: DeployOp
         InvalidModel: the result fails the ONNX checker.
     """
     model = _simplified(pruned, rng, proto_limit) if options.simplify else pruned
-    model, opset = _to_opset(original, model, options, rng, proto_limit)
-    return restore_interface(original, model, opset=opset, extra_metadata=metadata, proto_limit=proto_limit)
+    model, opset, choice = _to_opset(original, model, options, rng, proto_limit)
+    final = restore_interface(original, model, opset=opset, extra_metadata={**metadata, "opset": choice.metadata()},
+                              proto_limit=proto_limit)
+    return final, choice
 
 
 def export_repo(model: onnx.ModelProto, options: DeployOptions, *, proto_limit: int = PROTOBUF_LIMIT) -> Path | None:

@@ -25,7 +25,8 @@ from onnxprune.large import PROTOBUF_LIMIT
 from onnxprune.load import load, normalize, read
 from onnxprune.pipeline.deploying import DeployOptions, check_deploy, export_repo, finish, run_metadata
 from onnxprune.plan import Plan, keep_count, ratio_plan
-from onnxprune.report import AnalyzeReport, GroupRow, PruneReport
+from onnxprune.quantize.layers import find_layers, stored_bits
+from onnxprune.report import AnalyzeReport, GroupRow, LayerRow, PruneReport
 from onnxprune.rewrite import prune_model
 from onnxprune.rewrite.capture import channel_means
 from onnxprune.rewrite.greedy import contribution_grams
@@ -46,8 +47,13 @@ def analyze_file(path: str | os.PathLike[str], *, input_shapes: Mapping[str, Seq
     rows = tuple(GroupRow(id=g.id, channels=g.size, unit_width=g.unit_width, macs=shares[g.id][0],
                           params=shares[g.id][1], producers=len(g.producers), consumers=len(g.consumers),
                           frozen_reason=g.frozen_reason) for g in analysis.groups)
+    stored = stored_bits(model.proto)
+    quantizable = {q.node for q in find_layers(model.proto)}
+    layers = tuple(LayerRow(node=n.name, op_type=n.op_type, macs=analyze_cost.node_macs(n, model.shapes.get),
+                            w_bits=stored[n.name][0], a_bits=stored[n.name][1], quantizable=n.name in quantizable)
+                   for n in model.proto.graph.node if n.name in stored)
     report = AnalyzeReport(model=str(path), cost=analyze_cost.model_cost(model), rows=rows,
-                           links=len(analysis.links))
+                           links=len(analysis.links), layers=layers)
     return analysis, report
 
 
@@ -257,7 +263,7 @@ def prune_file(path: str | os.PathLike[str], output: str | os.PathLike[str], *, 
     if repair_mode is not None and feeds is not None:
         pruned, fixed = repair_pruned(analysis, plan, pruned, feeds, mode=repair_mode, seed=calib.seed,
                                       options=options)
-    final = finish(original, pruned, deploy, run_metadata("prune", plan, repair=repair_mode, **fields),
+    final, opset = finish(original, pruned, deploy, run_metadata("prune", plan, repair=repair_mode, **fields),
                    np.random.default_rng(calib.seed if calib is not None else 0), proto_limit=proto_limit)
     saved = save_model(final, target, proto_limit=proto_limit)
     export_repo(final, deploy, proto_limit=proto_limit)
@@ -267,4 +273,4 @@ def prune_file(path: str | os.PathLike[str], output: str | os.PathLike[str], *, 
                        bytes_after=disk_bytes(saved), groups_pruned=len(plan.keep),
                        groups_frozen=sum(1 for g in analysis.groups if g.frozen_reason),
                        repaired_layers=sum(1 for f in fixed.layers if f.method != "skipped") if fixed else 0,
-                       repair_seconds=fixed.seconds if fixed else 0.0)
+                       repair_seconds=fixed.seconds if fixed else 0.0, opset=opset)

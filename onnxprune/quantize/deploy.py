@@ -62,6 +62,15 @@ def deployed_bits(plan: QuantPlan) -> dict[str, tuple[int, int]]:
     return out
 
 
+def _matmul_nbits(model: onnx.ModelProto, nodes: list[str]) -> onnx.ModelProto:
+    """``nodes`` (float MatMuls with a constant weight) as ORT's 4-bit ``MatMulNBits``."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=32, is_symmetric=True, nodes_to_include=nodes)
+    quantizer.process()
+    return quantizer.model.model
+
+
 class _Reader:
     """``CalibrationDataReader`` over in-memory feeds (duck-typed: ORT calls ``get_next``)."""
 
@@ -122,7 +131,9 @@ def to_qdq(model: onnx.ModelProto, plan: QuantPlan, feeds: Mapping[str, np.ndarr
     layers = {q.node: q for q in find_layers(model)}
     plan.check_layers(layers)
     bits = deployed_bits(plan)
-    excluded = [n for n in layers if n not in bits]
+    nbits = [n for n, (w, _) in bits.items() if w == 4 and layers[n].op_type == "MatMul"]
+    bits.update({n: (4, FLOAT) for n in nbits})  # weight-only: MatMulNBits takes float activations
+    excluded = [n for n in layers if n not in bits or n in nbits]
     with tempfile.TemporaryDirectory(prefix="onnxprune-qdq-") as tmp:
         src, pre, dst = (Path(tmp) / name for name in ("float.onnx", "pre.onnx", "qdq.onnx"))
         onnx.save_model(model, src)
@@ -130,7 +141,7 @@ def to_qdq(model: onnx.ModelProto, plan: QuantPlan, feeds: Mapping[str, np.ndarr
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
             pre_nodes = {n.name: n for n in onnx.load(pre, load_external_data=False).graph.node}
             int4 = {pre_nodes[n].input[1]: [{"quant_type": QuantType.QInt4, "axis": layers[n].axis}]
-                    for n, (w, _) in bits.items() if w == 4 and n in pre_nodes}
+                    for n, (w, _) in bits.items() if w == 4 and n in pre_nodes and n not in nbits}
             quantize_static(str(pre), str(dst), _Reader(feeds, batch), quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             nodes_to_exclude=[n for n in excluded if n in pre_nodes],
@@ -140,6 +151,8 @@ def to_qdq(model: onnx.ModelProto, plan: QuantPlan, feeds: Mapping[str, np.ndarr
             raise UnsupportedInput(f"ONNX Runtime's quantizer failed ({first_line(exc)}); keep the failing "
                                    "layers float in the bits plan or re-export the model") from exc
         qdq = onnx.load(dst)
+        if nbits:
+            qdq = _matmul_nbits(qdq, [n for n in nbits if n in pre_nodes])
     _strip_unused_domains(qdq)
     if any(t.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4) for t in qdq.graph.initializer):
         qdq = _at_opset_21(qdq)

@@ -69,3 +69,37 @@ def find_layers(model: onnx.ModelProto) -> tuple[QuantLayer, ...]:
         layers.append(QuantLayer(node=node.name, op_type=node.op_type, weight=weight.name,
                                  axis=_axis(node, len(weight.dims)), activation=node.input[0]))
     return tuple(layers)
+
+
+_STORED = {onnx.TensorProto.INT8: 8, onnx.TensorProto.UINT8: 8, onnx.TensorProto.INT16: 16,
+           onnx.TensorProto.UINT16: 16, onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4}
+
+
+def stored_bits(model: onnx.ModelProto) -> dict[str, tuple[int, int]]:
+    """Bits each MAC node (Conv, ConvTranspose, Gemm, MatMul) computes with as the file stores it.
+
+    A float weight or input counts 32; one that a ``DequantizeLinear`` produces counts the bits
+    of the integer type it dequantizes (an initializer's for weights, the ``QuantizeLinear``
+    output type or zero point's for activations; 8 when neither says).
+
+    Returns:
+        Node name -> (weight bits, activation bits).
+    """
+    inits = {t.name: t for t in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+
+    def bits_of(tensor: str) -> int:
+        node = producer.get(tensor)
+        if node is None or node.op_type != "DequantizeLinear":
+            return 32
+        for name in (node.input[0], node.input[2] if len(node.input) > 2 else ""):
+            if name in inits:
+                return _STORED.get(inits[name].data_type, 8)
+            source = producer.get(name)
+            if source is not None and source.op_type == "QuantizeLinear" and len(source.input) > 2 \
+                    and source.input[2] in inits:
+                return _STORED.get(inits[source.input[2]].data_type, 8)
+        return 8
+
+    return {n.name: (bits_of(n.input[1]), bits_of(n.input[0])) for n in model.graph.node
+            if n.op_type in OPS and len(n.input) >= 2}

@@ -18,7 +18,8 @@ import logging
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-from onnx import helper
+from onnx import helper, numpy_helper
+from onnx_graphsurgeon.ir.tensor import LazyValues
 
 from onnxprune.analyze.types import Analysis, Select, SetGroups, SetShapeDims, SliceConst, SplitSizes
 from onnxprune.errors import PlanError
@@ -63,8 +64,18 @@ def tensor_masks(analysis: Analysis, kept_units: np.ndarray) -> dict[str, np.nda
     return masks
 
 
+#: Sub-byte element types graph-surgeon cannot export from a numpy array (it writes one byte each).
+_PACKED = frozenset({onnx.TensorProto.INT4, onnx.TensorProto.UINT4})
+
+
 def _set_const(node: gs.Node, index: int, value: np.ndarray, tag: str) -> None:
-    node.inputs[index] = gs.Constant(f"{node.name}_{tag}_{index}", np.ascontiguousarray(value))
+    name = f"{node.name}_{tag}_{index}"
+    value = np.ascontiguousarray(value)
+    if value.dtype.kind == "V" and helper.np_dtype_to_tensor_dtype(value.dtype) in _PACKED:
+        # int4 data (QDQ weights): pack it with onnx and hand graph-surgeon the finished tensor
+        node.inputs[index] = gs.Constant(name, LazyValues(numpy_helper.from_array(value, name)))
+        return
+    node.inputs[index] = gs.Constant(name, value)
 
 
 class _Editor:

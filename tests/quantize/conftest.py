@@ -11,7 +11,6 @@ from models.export import export_onnx
 from models.zoo import zoo_entries
 from onnxprune.load import Model, load
 
-ZOO = tuple(e.name for e in zoo_entries())
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from models.zoo import zoo_entries
+
+ZOO = tuple(e.name for e in zoo_entries())
+
 
 def feeds_for(model: onnx.ModelProto, count: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Seeded standard-normal inputs for every graph input (batch ``count``)."""

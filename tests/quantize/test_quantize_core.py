@@ -14,8 +14,7 @@ from onnxprune.evaluate import Runtime
 from onnxprune.load import load
 from onnxprune.quantize import (QuantPlan, bops_report, calibrate, fake_quant_activation, find_layers,
                                 quantize_weight, simulate, uniform_plan)
-from conftest import ZOO
-from quant_models import feeds_for
+from quant_models import ZOO, feeds_for
 
 RT = Runtime("cpu", 1)
 

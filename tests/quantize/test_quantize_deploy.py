@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import ZOO
 from evaluate_models import raw_images, tiny_classifier
-from quant_models import feeds_for
+from quant_models import ZOO, feeds_for
 
 from onnxprune.cli import main
 from onnxprune.evaluate import Runtime
@@ -121,3 +120,47 @@ def test_calibration_data_of_the_wrong_shape_is_one_line_exit_2(tmp_path, model,
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_analyze_lists_layers_with_stored_bits(tmp_path, model, calib):
+    q = tmp_path / "q.onnx"
+    assert main(["quantize", str(model), "-o", str(q), "--calib", str(calib), "--preprocess", "cifar",
+                 "--bits", "4"]) == 0
+    for path, bits in ((model, (32, 32)), (q, (4, 8))):
+        report = tmp_path / f"{path.stem}.analyze.json"
+        assert main(["analyze", str(path), "--layers", "--json", str(report)]) == 0
+        layers = json.loads(report.read_text())["layers"]
+        assert layers and {(r["w_bits"], r["a_bits"]) for r in layers} == {bits}
+        assert all(r["quantizable"] == (path == model) for r in layers)
+
+
+def test_four_bit_matmuls_become_matmulnbits(zoo_model):
+    _, model = zoo_model("transformer")
+    layers = find_layers(model.proto)
+    matmuls = [q.node for q in layers if q.op_type == "MatMul"]
+    assert matmuls
+    x = feeds_for(model.proto, 4)
+    result = to_qdq(model.proto, QuantPlan({q.node: (4 if q.op_type == "MatMul" else 8, 8) for q in layers}), x)
+    ops = Counter(n.op_type for n in result.model.graph.node)
+    assert ops["MatMulNBits"] == len(matmuls)
+    assert all(result.bits[n] == (4, 32) for n in matmuls)
+    got, want = RT.create(result.model).run(x)[0], RT.create(model.proto).run(x)[0]
+    assert np.abs(got - want).max() < 0.5 * np.abs(want).max()  # 4-bit weights: same outputs, coarsely
+
+
+@pytest.mark.parametrize("name", ["resnet20", "mobilenetv2", "densenet", "mlp"])
+def test_pruned_then_quantized_is_valid_and_close_to_the_pruned_model(tmp_path, zoo_model, name):
+    from onnxprune.load import load
+    from onnxprune.pipeline import prune_file
+
+    path, _ = zoo_model(name)
+    pruned = tmp_path / "pruned.onnx"
+    report = prune_file(path, pruned, ratio=0.5)
+    assert report.after.macs < report.before.macs
+    model = load(pruned)
+    layers = [q.node for q in find_layers(model.proto)]
+    x = feeds_for(model.proto, 16)
+    result = to_qdq(model.proto, uniform_plan(layers, 8, 8), x)
+    onnx.checker.check_model(result.model, full_check=True)
+    got, want = RT.create(result.model).run(x)[0], RT.create(model.proto).run(x)[0]
+    assert np.abs(got - want).max() < 0.25 * np.abs(want).max()  # int8 of random weights: same outputs, roughly
