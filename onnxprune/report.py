@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from dataclasses import field as dataclasses_field
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
 from onnxprune.analyze.cost import Cost
 from onnxprune.deploy.opset import OpsetChoice
@@ -123,6 +125,11 @@ class CompressReport:
         agmc_pool: The ``agmc`` encoder's graph pooling (``mean`` / ``diffpool``), ``None`` for other agents.
         provider: The ONNX Runtime execution provider that scored the candidates (``None``: data-free).
         round_to: Kept channel counts are multiples of this (where a group has more channels).
+        bits: Joint search (``--quantize``): layer -> ``(w_bits, a_bits)`` of the written model.
+        quant: Joint search: :func:`onnxprune.quantize.bops_report` of the written model (BOPs,
+            vs float32 and vs all-int8, per layer; stored bytes).
+        joint_before: Joint search: the target metric (``bops`` / ``bytes``) of the float32 input.
+        joint_after: Joint search: the target metric of the written model.
         opset: The input's and the written default-domain opset.
     """
 
@@ -151,12 +158,18 @@ class CompressReport:
     agmc_pool: str | None = None
     provider: str | None = None
     round_to: int = 1
+    bits: Mapping[str, tuple[int, int]] = dataclasses_field(default_factory=lambda: MappingProxyType({}))
+    quant: Mapping[str, Any] | None = None
+    joint_before: float | None = None
+    joint_after: float | None = None
     opset: OpsetChoice | None = None
 
     @property
     def achieved(self) -> float:
         """Fraction of the metric removed."""
-        if self.latency_ms is not None and self.metric == "latency":
+        if self.joint_before is not None and self.joint_after is not None:
+            before, after = self.joint_before, self.joint_after
+        elif self.latency_ms is not None and self.metric == "latency":
             before, after = self.latency_ms
         else:
             before, after = getattr(self.before, self.metric), getattr(self.after, self.metric)
@@ -176,7 +189,10 @@ class CompressReport:
                 "accuracy_unrepaired": self.accuracy_unrepaired, "repair_seconds": self.repair_seconds,
                 "finalists": [{"episode": i, "searched": a, "repaired": b} for i, a, b in self.finalists],
                 "agmc_pool": self.agmc_pool, "provider": self.provider,
-                "round_to": self.round_to, "opset": self.opset.to_json() if self.opset else None}
+                "round_to": self.round_to, "bits": {k: list(v) for k, v in self.bits.items()},
+                "quant": dict(self.quant) if self.quant is not None else None,
+                "joint_before": self.joint_before, "joint_after": self.joint_after,
+                "opset": self.opset.to_json() if self.opset else None}
 
 
 @dataclass(frozen=True)

@@ -147,9 +147,30 @@ def estimate_cost(analysis: Analysis, masks: Mapping[str, np.ndarray],
     return _cost(analysis.model, pruned_shapes(analysis, masks), bits or {})
 
 
-def group_shares(analysis: Analysis) -> tuple[tuple[int, int], ...]:
-    """Per group: (MACs of ops reading or writing its channels, params sliced with it)."""
-    model = analysis.model
+def param_names(model: Model) -> tuple[str, ...]:
+    """Initializers counted as params (float, rank >= 1, not BatchNormalization running stats)."""
+    return tuple(_param_initializers(model))
+
+
+def weight_bytes(model: Model, bits: Mapping[str, tuple[int, int]],
+                 shape_of: ShapeOf | None = None) -> float:
+    """Model bytes: a quantized layer's weight (input 1) at ``w_bits / 8`` bytes, other params 4 bytes.
+
+    Args:
+        model: The normalized model.
+        bits: Node name -> (weight bits, activation bits) of the quantized layers.
+        shape_of: Shape lookup (default: the model's inferred shapes; a pruned lookup for estimates).
+    """
+    shape_of = shape_of or model.shapes.get
+    counted = _param_initializers(model)
+    quantized = {n.input[1]: bits[n.name][0] for n in model.proto.graph.node
+                 if n.name in bits and len(n.input) > 1 and n.input[1] in counted}
+    return float(sum(_prod(shape_of(name)) * (quantized[name] / 8.0 if name in quantized else 4.0)
+                     for name in counted))
+
+
+def _groups_of(analysis: Analysis) -> Callable[[str], set[int]]:
+    """Ids of the groups whose channels a tensor carries."""
     unit_groups = analysis.unit_group[analysis.atom_unit] if analysis.atom_unit.size else np.zeros(0, np.int64)
 
     def groups_of(tensor: str) -> set[int]:
@@ -159,6 +180,13 @@ def group_shares(analysis: Analysis) -> tuple[tuple[int, int], ...]:
         ids = lab.ids[lab.ids >= 0]
         return set(np.unique(unit_groups[ids]).tolist())
 
+    return groups_of
+
+
+def group_shares(analysis: Analysis) -> tuple[tuple[int, int], ...]:
+    """Per group: (MACs of ops reading or writing its channels, params sliced with it)."""
+    model = analysis.model
+    groups_of = _groups_of(analysis)
     macs = [0] * len(analysis.groups)
     params = [0] * len(analysis.groups)
     for node in model.proto.graph.node:

@@ -26,6 +26,9 @@ from onnxprune.search.baselines import TOP_EPISODES, SearchState
 from onnxprune.search.env import Episode
 from onnxprune.search.reward import REWARDS
 from onnxprune.search.space import METRICS
+from onnxprune.pipeline.joint import JointSettings
+from onnxprune.quantize.plan import A_BITS, W_BITS
+from onnxprune.search.bits import JOINT_METRICS, parse_bits
 
 CANDIDATE_IMAGES = 128
 """Calibration images each candidate is reconstructed on with ``--reconstruct`` (ResNet-56: about 2 s;
@@ -52,8 +55,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("model", type=Path, help="the .onnx file (never modified)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="where to write the pruned model")
     parser.add_argument("--target", type=str, required=True, help="fraction of --metric to remove (0.5: half)")
-    parser.add_argument("--metric", choices=METRICS, default="macs",
-                        help="resource the target applies to (latency: Conv/Gemm time, per-layer table measured here)")
+    parser.add_argument("--metric", choices=(*METRICS, *JOINT_METRICS), default="macs",
+                        help="resource the target applies to (latency: Conv/Gemm time, per-layer table measured here; "
+                             "bops / bytes with --quantize: MACs x weight bits x activation bits, or model bytes)")
+    parser.add_argument("--quantize", action="store_true",
+                        help="joint search: every agent also picks weight / activation bits per group; candidates are "
+                             "scored simulated and the simulated best model is written (needs --metric bops|bytes)")
+    parser.add_argument("--w-bits", default=",".join(map(str, W_BITS)), metavar="LIST",
+                        help=f"--quantize: allowed weight bits (default {','.join(map(str, W_BITS))})")
+    parser.add_argument("--a-bits", default=",".join(map(str, A_BITS)), metavar="LIST",
+                        help=f"--quantize: allowed activation bits (default {','.join(map(str, A_BITS))})")
+    parser.add_argument("--keep-float", default="", metavar="LIST",
+                        help="--quantize: layers kept float: first, last or node names (default none)")
     parser.add_argument("--agent", choices=pipeline.AGENTS, default="agmc",
                         help="search agent (default agmc: DDPG on a GCN encoder-decoder state; beat random search "
                              "on all 6 CIFAR ResNet benchmark runs, gnnrl on 5 of 6, see README)")
@@ -141,6 +154,14 @@ def _table(report: CompressReport) -> Table:
                       f"{report.accuracy_after - report.accuracy_before:+.2f}")
         if report.provider is not None:
             table.caption = f"scored with ONNX Runtime {report.provider}"
+    if report.quant is not None:
+        q = report.quant
+        table.add_row("GBOPs vs float32", f"{q['input_bops_float32'] / 1e9:.3f}", f"{q['bops'] / 1e9:.3f}",
+                      f"{1 - q['reduction_vs_input_float32']:.4f}")
+        table.add_row("GBOPs vs all-int8", f"{q['input_bops_int8'] / 1e9:.3f}", f"{q['bops'] / 1e9:.3f}",
+                      f"{q['ratio_vs_input_int8']:.4f}")
+        table.add_row("bytes (weights at bits)", f"{q['input_bytes_float32']:,}", f"{q['bytes']:,}",
+                      f"{q['bytes'] / q['input_bytes_float32']:.4f}")
     if report.accuracy_unrepaired is not None:
         table.add_row("  as searched", "", f"{report.accuracy_unrepaired:.2f}", f"{report.repair_seconds:.1f} s")
     if len(report.finalists) > 1:
@@ -158,9 +179,29 @@ def _widths(report: CompressReport) -> Table:
     return table
 
 
+def _bits_table(report: CompressReport) -> Table:
+    table = Table(title="bits per layer (simulated)")
+    for column in ("layer", "w bits", "a bits", "MACs", "BOPs"):
+        table.add_column(column, justify="right")
+    for row in (report.quant or {}).get("layers", ()):
+        table.add_row(row["node"], str(row["w_bits"]), str(row["a_bits"]), f"{row['macs']:,}", f"{row['bops']:,}")
+    return table
+
+
+def _joint(args: argparse.Namespace) -> JointSettings | None:
+    if not args.quantize:
+        if args.metric in JOINT_METRICS:
+            raise PlanError(f"--metric {args.metric} needs --quantize (the joint pruning + bits search)")
+        return None
+    return JointSettings(w_bits=parse_bits(args.w_bits, W_BITS, "--w-bits"),
+                         a_bits=parse_bits(args.a_bits, A_BITS, "--a-bits"),
+                         keep_float=tuple(k.strip() for k in args.keep_float.split(",") if k.strip()))
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the search and print the report."""
     target = _fraction(args.target)
+    joint = _joint(args)
     if not 1 <= args.finalists <= TOP_EPISODES:
         raise PlanError(f"--finalists {args.finalists}: choose between 1 and {TOP_EPISODES}")
     repair = _repair(args)
@@ -189,9 +230,12 @@ def run(args: argparse.Namespace) -> int:
             reward=args.reward, data=data, runtime=Runtime(device=args.device, threads=args.threads, conv_search="HEURISTIC"),
             resume=args.resume, on_episode=on_episode, warmup=args.warmup, policy=args.policy, repair=repair,
             finalists=args.finalists, latency_threads=args.threads,
-            input_shapes=parse_input_shapes(args.input_shape), deploy=deploy, agmc_pool=args.agmc_pool)
+            input_shapes=parse_input_shapes(args.input_shape), deploy=deploy, agmc_pool=args.agmc_pool,
+            joint=joint)
     console.print(_table(report))
     console.print(_widths(report))
+    if report.quant is not None:
+        console.print(_bits_table(report))
     print_opset_notice(report.opset)
     widths = "free channel counts" if report.round_to == 1 else f"channel counts multiples of {report.round_to}"
     console.print(f"removed {report.achieved:.1%} of {report.metric} (target {report.target:.0%}), {widths}; "

@@ -25,6 +25,7 @@ from onnxprune.analyze import cost as analyze_cost
 from onnxprune.analyze.importance import weight_importance
 from onnxprune.analyze.types import Analysis
 from onnxprune.errors import DataError, OutputError, PlanError
+from onnxprune.search.bits import JOINT_METRICS, PRUNE_METRIC
 from onnxprune.evaluate import DataSpec, Runtime, evaluate, open_data, timing_threads
 from onnxprune.evaluate.cost import disk_bytes
 from onnxprune.evaluate.runtime import Device
@@ -34,6 +35,8 @@ from onnxprune.load import load, read
 from onnxprune.pipeline.deploying import DeployOptions, check_deploy, export_repo, finish, run_metadata
 from onnxprune.pipeline.ddpg_agent import run_ddpg
 from onnxprune.pipeline.gnnrl import run_gnnrl
+from onnxprune.pipeline.joint import (JointSettings, bit_space, calibration_spec, deployable_hook, joint_report,
+                                      joint_round_to, make_quantizer, quantizing_apply)
 from onnxprune.pipeline.latency_table import measure_table
 from onnxprune.pipeline.pruning import RepairSettings, repair_best, repairing_apply
 from onnxprune.plan import ROUND_TO
@@ -167,7 +170,8 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
                   input_shapes: Mapping[str, Sequence[int]] | None = None,
                   deploy: DeployOptions | None = None, repair: RepairSettings | None = None,
                   proto_limit: int = PROTOBUF_LIMIT, finalists: int = TOP_EPISODES,
-                  latency_threads: int | None = None, agmc_pool: str = "mean") -> CompressReport:
+                  latency_threads: int | None = None, agmc_pool: str = "mean",
+                  joint: JointSettings | None = None) -> CompressReport:
     """Search per-group ratios meeting ``target`` and save the best pruned model to ``output``.
 
     The best candidate so far is always at ``output`` and the search state at
@@ -184,10 +188,17 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     intra-op threads (``None``: :func:`~onnxprune.evaluate.timing_threads`, every CPU but one);
     ``runtime`` keeps its own threads for scoring. ``round_to`` ``None`` chooses multiples of 8
     where they can meet the target (:func:`resolve_round_to`). ``agmc_pool`` picks the ``agmc`` encoder's
-    graph pooling (``mean`` or ``diffpool``).
+    graph pooling (``mean`` or ``diffpool``). ``joint`` (``--quantize``, with a ``bops`` or ``bytes``
+    ``metric``) searches bits with the ratios (:mod:`onnxprune.pipeline.joint`): candidates are
+    scored simulated, and the simulated best model is written.
     """
     source, target_path = Path(path).resolve(), Path(output).resolve()
     _check_options(source, target_path, output, agent=agent, policy=policy, agmc_pool=agmc_pool)
+    if (joint is not None) != (metric in JOINT_METRICS):
+        raise PlanError(f"--metric {metric}: {' and '.join(JOINT_METRICS)} go with --quantize, and --quantize "
+                        f"needs --metric {' or '.join(JOINT_METRICS)}")
+    if joint is not None and data is None and repair is None:
+        raise DataError("--quantize needs images to calibrate activation ranges on; pass --data (or --calib)")
     deploy = deploy or DeployOptions()
     repair = disjoint_calibration(repair, data)
     original = read(source, interface_only=True, proto_limit=proto_limit)  # models above 2 GiB: in parts
@@ -195,8 +206,11 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     started = time.perf_counter()
     analysis = analyze(load(source, input_shapes=input_shapes, proto_limit=proto_limit))
     importance = weight_importance(analysis, criterion)
-    space = search_space(analysis, importance, round_to, target=target, metric=metric, reward=reward,
-                         max_ratio=max_ratio, device=runtime.device if runtime else "cpu", threads=latency_threads,
+    if joint is not None:
+        round_to = joint_round_to(analysis, importance, round_to, target=target, metric=metric,
+                                  max_ratio=max_ratio, settings=joint)
+    space = search_space(analysis, importance, round_to, target=target, metric=PRUNE_METRIC.get(metric, metric),
+                         reward=reward, max_ratio=max_ratio, device=runtime.device if runtime else "cpu", threads=latency_threads,
                          cache=target_path.with_name(target_path.name + ".latency.json"))
     round_to = space.round_to
     accuracy_before, score, provider = None, None, None
@@ -204,11 +218,21 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
         accuracy_before, score, provider = _scorer(source, data, runtime or Runtime(device="cpu", proto_limit=proto_limit))
     else:
         agent = "uniform"
-    env = CompressionEnv(space, target=target, metric=metric, apply=repairing_apply(analysis, source, repair),
-                         score=score, reward=reward_fn(reward))
+    bits = bit_space(space, metric, joint, target) if joint is not None else None
+    apply = repairing_apply(analysis, source, repair)
+    quantize = None
+    if joint is not None:
+        calib = calibration_spec(repair, data, joint.calib_images)  # type: ignore[arg-type]
+        quantize = make_quantizer(source, calib, joint, threads=runtime.threads if runtime else None)
+        apply = quantizing_apply(apply, quantize)
+    env = CompressionEnv(space, target=target, metric=metric, apply=apply, score=score, reward=reward_fn(reward),
+                         bits=bits)
     config = _run_config(source, target=target, metric=metric, agent=agent, seed=seed, round_to=round_to,
                          max_ratio=max_ratio, criterion=criterion, reward=reward, data=data, repair=repair,
                          episodes=episodes, warmup=warmup, policy=policy, ppo=ppo, agmc_pool=agmc_pool)
+    if joint is not None:
+        config["joint"] = {**asdict(joint), "w_bits": list(joint.w_bits), "a_bits": list(joint.a_bits),
+                           "keep_float": list(joint.keep_float)}
     checkpoint = _checkpoint_path(target_path)
     state = _read_checkpoint(checkpoint, config) if resume and checkpoint.exists() else None
 
@@ -224,8 +248,14 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     if state.best is None:
         raise PlanError("the search evaluated no episode; raise --episodes")
     pool = (state.top or (state.best,))[:max(finalists, 1)]
-    pick, chosen, fixed = repair_best(analysis, source, [(e.plan, e.accuracy) for e in pool], repair, score)
+    pick, chosen, fixed = repair_best(analysis, source, [(e.plan, e.accuracy) for e in pool], repair, score,
+                                      quantize=quantize)
     best = pool[pick]
+    if quantize is not None:  # the float model and plan go to the deployable-model hook; the simulated one is written
+        deployable_hook(chosen, best.plan, target_path)
+        chosen = quantize(best.plan, chosen)
+        # written as scored: simplifying would fold BatchNorm into the grid-valued weights (off their grid)
+        deploy = dataclasses.replace(deploy, simplify=False)
     accuracy = f"{100.0 * fixed.accuracy:.2f}" if fixed.accuracy is not None else None
     final, opset = finish(original, chosen, deploy, run_metadata(
         "compress", best.plan, target=target, metric=metric, agent=agent, criterion=criterion, accuracy=accuracy),
@@ -233,6 +263,8 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     saved = save_model(final, target_path, proto_limit=proto_limit)
     triton_dir = export_repo(final, deploy, proto_limit=proto_limit)
     checkpoint.unlink(missing_ok=True)
+    after_model = load(saved, input_shapes=input_shapes, proto_limit=proto_limit)
+    quant = joint_report(analysis.model, after_model, best.plan, metric) if joint is not None else {}
     latency_ms = ((space.measure(space.sizes, "latency"), space.measure(best.keeps, "latency"))
                   if space.latency is not None else None)
     widths = tuple(GroupWidth(id=gid, before=size, after=keep)
@@ -240,7 +272,7 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     return CompressReport(source=str(source), output=saved, agent=agent, metric=metric, target=target, seed=seed,
                           episodes=state.next_episode, data_free=data is None,
                           before=analyze_cost.model_cost(analysis.model),
-                          after=analyze_cost.model_cost(load(saved, input_shapes=input_shapes, proto_limit=proto_limit)),
+                          after=analyze_cost.model_cost(after_model, best.plan.bits),
                           bytes_before=disk_bytes(source), bytes_after=disk_bytes(saved),
                           accuracy_before=accuracy_before, accuracy_after=_percent(fixed.accuracy),
                           accuracy_unrepaired=_percent(best.accuracy) if repair else None,
@@ -250,7 +282,7 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
                           finalists=tuple((e.index, _percent(e.accuracy), _percent(v))
                                           for e, v in zip(pool, fixed.finalists)),
                           agmc_pool=agmc_pool if agent == "agmc" else None, provider=provider,
-                          round_to=round_to, opset=opset)
+                          round_to=round_to, opset=opset, **quant)
 
 
 def _check_options(source: Path, target_path: Path, output: str | os.PathLike[str], *, agent: str,

@@ -65,6 +65,7 @@ def run_ddpg(env: CompressionEnv[Any], kind: str, episodes: int, *, seed: int, o
     final = ddpg_search(env, states, episodes, seed=seed, agent=kind, config=config, state=state,
                         on_episode=on_episode, policy=transfer)
     target = agent_path(output)
-    write_bytes_atomic(target, export_policy(final, kind, states, env.space.max_ratio, config).to_bytes())
+    write_bytes_atomic(target, export_policy(final, kind, states, env.space.max_ratio, config,
+                                                    env.action_dim).to_bytes())
     logger.info("saved the %s agent to %s", kind, target)
     return final

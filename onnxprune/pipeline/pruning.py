@@ -175,7 +175,9 @@ def repairing_apply(analysis: Analysis, source: str | os.PathLike[str], repair: 
 
 def repair_best(analysis: Analysis, source: str | os.PathLike[str],
                 finalists: Sequence[tuple[Plan, float | None]], repair: RepairSettings | None,
-                score: Callable[[onnx.ModelProto], float] | None) -> tuple[int, onnx.ModelProto, RepairOutcome]:
+                score: Callable[[onnx.ModelProto], float] | None,
+                quantize: Callable[[Plan, onnx.ModelProto], onnx.ModelProto] | None = None,
+                ) -> tuple[int, onnx.ModelProto, RepairOutcome]:
     """Repair ``compress``'s finalists on all of ``repair.calib`` and keep the one that scores best.
 
     Each finalist is repaired and scored on the validation data; one whose repaired model scores
@@ -189,6 +191,8 @@ def repair_best(analysis: Analysis, source: str | os.PathLike[str],
         finalists: ``(plan, searched score as a fraction or None)``, best first (at least one).
         repair: Repair settings (None: the first finalist's plain pruned model is returned).
         score: Scores a model on the validation data (None without data: only the first is repaired).
+        quantize: The joint search's simulation of a plan's bits: each repaired finalist is scored
+            simulated (the returned model stays the pruned float one).
 
     Returns:
         The chosen finalist's position, its model, and the outcome.
@@ -203,7 +207,7 @@ def repair_best(analysis: Analysis, source: str | os.PathLike[str],
     for i, (plan, accuracy) in enumerate(finalists if score is not None else finalists[:1]):
         fixed, _ = repair_pruned(analysis, plan, prune_model(analysis, plan), feeds, mode=repair.mode,
                                  seed=repair.calib.seed, options=repair.options)
-        new = score(fixed) if score is not None else None
+        new = score(quantize(plan, fixed) if quantize is not None else fixed) if score is not None else None
         scores.append(new)
         if new is not None and accuracy is not None and new < accuracy:
             logger.warning("finalist %d: the %s candidate scores %.2f %% < %.2f %% before; keeping it as searched",

@@ -66,8 +66,8 @@ class SearchState:
     def record(self, episode: Episode) -> tuple[SearchState, bool]:
         """State after ``episode``; the flag says whether it is the new best."""
         better = self.best is None or _rank(episode) > _rank(self.best)
-        others = [e for e in self.top if e.keeps != episode.keeps]
-        if len(others) < len(self.top) and any(e.keeps == episode.keeps and _rank(e) >= _rank(episode)
+        others = [e for e in self.top if _key(e) != _key(episode)]
+        if len(others) < len(self.top) and any(_key(e) == _key(episode) and _rank(e) >= _rank(episode)
                                                for e in self.top):
             others = list(self.top)  # the same plan is already there with a reward at least as high
         else:
@@ -79,6 +79,11 @@ class SearchState:
 
 TOP_EPISODES = 5
 """Finalists a search keeps (:attr:`SearchState.top`)."""
+
+
+def _key(episode: Episode) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
+    """What makes two episodes the same candidate: keep counts and (joint search) bits."""
+    return episode.keeps, episode.bits
 
 
 def _rank(episode: Episode) -> tuple[float, int]:
@@ -106,14 +111,25 @@ def _run(env: CompressionEnv[Any], state: SearchState, actions: np.ndarray,
 
 
 def uniform_search(env: CompressionEnv[Any], *, seed: int = 0, on_episode: OnEpisode | None = None) -> SearchState:
-    """One episode: the same ratio in every group, rescaled to the target."""
+    """One episode: the same ratio in every group, rescaled to the target.
+
+    Joint search: every group also asks for the allowed widths closest to 8 bits (int8, the
+    usual uniform quantization), then :func:`~onnxprune.search.rescale.rescale_joint` fits it.
+    """
     actions = np.full(len(env.space), min(env.target, env.space.max_ratio))
+    if env.bits is not None:
+        bits = env.bits
+        w = bits.action_of(int(np.argmin([abs(b - 8) for b in bits.w_set])), "w")
+        a = bits.action_of(int(np.argmin([abs(b - 8) for b in bits.a_set])), "a")
+        actions = np.stack([actions, np.full(len(actions), w), np.full(len(actions), a)], axis=1)
     return _run(env, SearchState(agent="uniform", seed=seed), actions, on_episode)
 
 
 def random_search(env: CompressionEnv[Any], episodes: int, *, seed: int, state: SearchState | None = None,
                   on_episode: OnEpisode | None = None) -> SearchState:
     """``episodes`` random action vectors (uniform in ``[0, max_ratio]``), rescaled; best by reward.
+
+    Joint search: each group's two bit actions are uniform in ``[0, 1]`` too (drawn after the ratios).
 
     Args:
         env: The environment.
@@ -126,6 +142,9 @@ def random_search(env: CompressionEnv[Any], episodes: int, *, seed: int, state: 
         raise PlanError(f"--episodes {episodes}: give 1 or more")
     state = state or SearchState(agent="random", seed=seed)
     for index in range(state.next_episode, episodes):
-        actions = episode_rng(seed, index).uniform(0.0, env.space.max_ratio, len(env.space))
+        rng = episode_rng(seed, index)
+        actions = rng.uniform(0.0, env.space.max_ratio, len(env.space))
+        if env.bits is not None:
+            actions = np.concatenate([actions[:, None], rng.uniform(0.0, 1.0, (len(env.space), 2))], axis=1)
         state = _run(env, state, actions, on_episode)
     return state

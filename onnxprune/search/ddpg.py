@@ -139,19 +139,20 @@ class DDPGAgent:
 
     def __init__(self, state_dim: int, max_ratio: float, config: DDPGConfig, *, generator: torch.Generator,
                  rng: np.random.Generator, states: StateBuilder | None = None,
-                 weights: np.ndarray | None = None) -> None:
+                 weights: np.ndarray | None = None, action_dim: int = 1) -> None:
         """Build the networks from ``generator``; ``rng`` drives actions, noise and sampling.
 
         ``weights`` (``[G]``, Algorithm 1's ``W_t``) turn on the actor loss through the rescaling
         when ``config.through_rescale``; without them the actor loss is the per-step one.
+        ``action_dim`` 3 is the joint search's ``(ratio, weight bits, activation bits)``.
         """
-        self.config, self.max_ratio, self.rng = config, max_ratio, rng
+        self.config, self.max_ratio, self.rng, self.action_dim = config, max_ratio, rng, action_dim
         self.weights = (torch.as_tensor(weights, dtype=torch.float32)
                         if weights is not None and config.through_rescale else None)
-        self.actor = Actor(state_dim, config.hidden, max_ratio, generator)
-        self.critic = Critic(state_dim, config.hidden, max_ratio, generator)
-        self.actor_target = Actor(state_dim, config.hidden, max_ratio, generator)
-        self.critic_target = Critic(state_dim, config.hidden, max_ratio, generator)
+        self.actor = Actor(state_dim, config.hidden, max_ratio, generator, action_dim)
+        self.critic = Critic(state_dim, config.hidden, max_ratio, generator, action_dim)
+        self.actor_target = Actor(state_dim, config.hidden, max_ratio, generator, action_dim)
+        self.critic_target = Critic(state_dim, config.hidden, max_ratio, generator, action_dim)
         self.actor_target.load_state_dict(self.actor.state_dict())
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
@@ -164,20 +165,32 @@ class DDPGAgent:
             self.net_target = copy.deepcopy(self.net).requires_grad_(False)
             self.net_opt = torch.optim.Adam(self.net.parameters(), lr=config.encoder_lr)
         memo_dim = states.memo_dim if self.net_opt is not None and states is not None else 0
-        self.buffer = ReplayBuffer(config.buffer_size, 0 if memo_dim else state_dim, memo_dim)
+        self.buffer = ReplayBuffer(config.buffer_size, 0 if memo_dim else state_dim, memo_dim, action_dim)
         self.baseline: float | None = None
 
     @torch.no_grad()
-    def greedy(self, state: np.ndarray) -> float:
-        """The actor's action for ``state`` (no noise)."""
-        return float(self.actor(torch.from_numpy(state).unsqueeze(0))[0])
+    def greedy(self, state: np.ndarray) -> float | np.ndarray:
+        """The actor's action for ``state`` (no noise; joint: a ``[3]`` array)."""
+        out = self.actor(torch.from_numpy(state).unsqueeze(0))[0]
+        return float(out) if self.action_dim == 1 else out.numpy().astype(np.float64)
 
-    def act(self, state: np.ndarray, episode: int) -> float:
-        """Uniform in ``[0, max_ratio]`` during warm-up, else the actor plus truncated-normal noise."""
+    def act(self, state: np.ndarray, episode: int) -> float | np.ndarray:
+        """Uniform in ``[0, max_ratio]`` during warm-up, else the actor plus truncated-normal noise.
+
+        Joint: bit actions are uniform in ``[0, 1]`` in warm-up, else noised the same way in ``[0, 1]``.
+        """
+        if self.action_dim == 1:
+            if episode < self.config.warmup:
+                return float(self.rng.uniform(0.0, self.max_ratio))
+            return truncated_normal(float(self.greedy(state)), noise_sigma(self.config, episode), 0.0,
+                                    self.max_ratio, self.rng)
+        highs = [self.max_ratio] + [1.0] * (self.action_dim - 1)
         if episode < self.config.warmup:
-            return float(self.rng.uniform(0.0, self.max_ratio))
-        return truncated_normal(self.greedy(state), noise_sigma(self.config, episode), 0.0, self.max_ratio,
-                                self.rng)
+            return np.array([self.rng.uniform(0.0, h) for h in highs])
+        mean = np.asarray(self.greedy(state))
+        sigma = noise_sigma(self.config, episode)
+        return np.array([truncated_normal(float(m), sigma * h / self.max_ratio, 0.0, h, self.rng)
+                         for m, h in zip(mean, highs)])
 
     def _batch(self) -> tuple[tuple[Tensor, ...], Tensor | None]:
         """A replayed batch and the encoder's auxiliary loss (``None``: none).
@@ -230,7 +243,7 @@ class DDPGAgent:
             if len(rows):
                 take = min(len(rows), -(-self.config.batch_size // groups))
                 idx = rows[self.rng.choice(len(rows), size=take, replace=False)].reshape(-1)
-                stored = torch.from_numpy(self.buffer.actions[idx]).reshape(take, groups)
+                stored = torch.from_numpy(self.buffer.actions[idx]).reshape(take, groups, -1).squeeze(-1)
                 return rescaled_actor_loss(self.actor, self.critic, self._states_of(idx), stored, self.weights,
                                            self.config.level_penalty)
         return -self.critic(s, self.actor(s)).mean()
@@ -303,10 +316,10 @@ class DDPGAgent:
 
 
 def export_policy(state: SearchState, kind: str, states: StateBuilder, max_ratio: float,
-                  config: DDPGConfig) -> DDPGPolicy:
+                  config: DDPGConfig, action_dim: int = 1) -> DDPGPolicy:
     """The policy of the agent saved in ``state`` (the end of :func:`ddpg_search`)."""
     learner = DDPGAgent(states.dim, max_ratio, config, generator=torch.Generator().manual_seed(0),
-                        rng=np.random.default_rng(0), states=states)
+                        rng=np.random.default_rng(0), states=states, action_dim=action_dim)
     learner.load_json(state.agent_state)
     return learner.policy(kind)
 
@@ -340,9 +353,10 @@ def _search(env: CompressionEnv[Any], states: StateBuilder, episodes: int, *, se
             config: DDPGConfig, state: SearchState | None, on_episode: OnEpisode | None,
             policy: DDPGPolicy | None) -> SearchState:
     """The loop of :func:`ddpg_search` (arguments as there)."""
-    weights = group_weights(env.space, env.metric) if config.through_rescale else None
+    weights = group_weights(env.space, env.prune_metric) if config.through_rescale else None
     learner = DDPGAgent(states.dim, env.space.max_ratio, config, generator=torch.Generator().manual_seed(seed),
-                        rng=np.random.default_rng(seed), states=states, weights=weights)
+                        rng=np.random.default_rng(seed), states=states, weights=weights,
+                        action_dim=env.action_dim)
     state = state or SearchState(agent=agent, seed=seed)
     if state.agent_state is not None:
         learner.load_json(state.agent_state)
@@ -350,13 +364,13 @@ def _search(env: CompressionEnv[Any], states: StateBuilder, episodes: int, *, se
         learner.load_policy(policy, "--policy")
     steps = len(env.space)
     for index in range(state.next_episode, episodes):
-        actions: list[float] = []
+        actions: list[Any] = []
         states.begin()
         for t in range(steps):
             actions.append(learner.act(states.state(t, actions), index))
         env.episodes = index
         episode, candidate = env.evaluate_with_candidate(actions)
-        applied = list(episode.actions)  # Algorithm 1's rescaled actions: what the candidate was built from
+        applied = env.applied(episode)  # Algorithm 1's rescaled actions (and bits): what the candidate was built from
         observed, memos = replay_states(states, applied)
         for t in range(steps):  # the last step's s' is masked by done; its memo is any valid one
             last = t == steps - 1
@@ -374,7 +388,7 @@ def _search(env: CompressionEnv[Any], states: StateBuilder, episodes: int, *, se
     return state
 
 
-def replay_states(states: StateBuilder, applied: Sequence[float]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def replay_states(states: StateBuilder, applied: Sequence[Any]) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """States and memos of an episode replayed with the ``applied`` (rescaled) actions.
 
     The replay buffer stores these transitions, not the requested actions: Algorithm 1 makes the

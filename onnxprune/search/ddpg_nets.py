@@ -60,31 +60,43 @@ def _init(module: nn.Sequential, generator: torch.Generator) -> None:
 
 
 class Actor(nn.Module):
-    """``mu(s) = max_ratio * sigmoid(MLP(s))``: the fraction of the group's channels to remove."""
+    """``mu(s) = max_ratio * sigmoid(MLP(s))``: the fraction of the group's channels to remove.
 
-    def __init__(self, state_dim: int, hidden: int, max_ratio: float, generator: torch.Generator) -> None:
+    With ``action_dim = 3`` (joint search) it also gives the weight and activation bit actions,
+    ``sigmoid`` in ``[0, 1]``: ``[B, 3]`` rows ``(ratio, w, a)``.
+    """
+
+    def __init__(self, state_dim: int, hidden: int, max_ratio: float, generator: torch.Generator,
+                 action_dim: int = 1) -> None:
         super().__init__()
-        self.max_ratio = max_ratio
-        self.net = _mlp((state_dim, hidden, hidden, 1))
+        self.max_ratio, self.action_dim = max_ratio, action_dim
+        self.net = _mlp((state_dim, hidden, hidden, action_dim))
         _init(self.net, generator)
 
     def forward(self, state: Tensor) -> Tensor:
-        """``[B, D] -> [B]`` actions in ``[0, max_ratio]``."""
-        return self.max_ratio * torch.sigmoid(self.net(state)).squeeze(-1)
+        """``[B, D] -> [B]`` actions in ``[0, max_ratio]`` (joint: ``[B, 3]``)."""
+        out = torch.sigmoid(self.net(state))
+        if self.action_dim == 1:
+            return self.max_ratio * out.squeeze(-1)
+        return torch.cat([self.max_ratio * out[:, :1], out[:, 1:]], dim=1)
 
 
 class Critic(nn.Module):
     """``Q(s, a) = MLP([s, a / max_ratio])`` with two hidden layers."""
 
-    def __init__(self, state_dim: int, hidden: int, max_ratio: float, generator: torch.Generator) -> None:
+    def __init__(self, state_dim: int, hidden: int, max_ratio: float, generator: torch.Generator,
+                 action_dim: int = 1) -> None:
         super().__init__()
-        self.max_ratio = max_ratio
-        self.net = _mlp((state_dim + 1, hidden, hidden, 1))
+        self.max_ratio, self.action_dim = max_ratio, action_dim
+        self.net = _mlp((state_dim + action_dim, hidden, hidden, 1))
         _init(self.net, generator)
 
     def forward(self, state: Tensor, action: Tensor) -> Tensor:
-        """``[B, D], [B] -> [B]`` values."""
-        return self.net(torch.cat([state, (action / self.max_ratio).unsqueeze(-1)], dim=-1)).squeeze(-1)
+        """``[B, D], [B] -> [B]`` values (joint: ``[B, 3]`` actions, the ratio divided by ``max_ratio``)."""
+        if self.action_dim == 1:
+            return self.net(torch.cat([state, (action / self.max_ratio).unsqueeze(-1)], dim=-1)).squeeze(-1)
+        scaled = torch.cat([action[:, :1] / self.max_ratio, action[:, 1:]], dim=1)
+        return self.net(torch.cat([state, scaled], dim=-1)).squeeze(-1)
 
 
 def rescale_linear(requested: Tensor, stored: Tensor, weights: Tensor, max_ratio: float) -> tuple[Tensor, Tensor]:
@@ -113,12 +125,19 @@ def rescaled_actor_loss(actor: Actor, critic: Critic, states: Tensor, stored: Te
         actor: The actor ``mu``.
         critic: The critic ``Q`` (not updated here; its gradient flows to the actor only).
         states: ``[E * G, D]`` the episodes' states, episode-major (detached).
-        stored: ``[E, G]`` their applied actions.
+        stored: ``[E, G]`` their applied actions (joint: ``[E, G, 3]``; the ratios are rescaled, the
+            bit actions enter the critic as the actor asks them).
         weights: ``[G]`` resource shares ``W_t``.
         level: Weight of the level penalty.
     """
-    episodes, groups = stored.shape
-    requested = actor(states).reshape(episodes, groups)
-    applied, ratio = rescale_linear(requested, stored, weights, actor.max_ratio)
-    value = critic(states, applied.reshape(-1)).mean()
+    episodes, groups = stored.shape[:2]
+    if actor.action_dim == 1:
+        requested = actor(states).reshape(episodes, groups)
+        applied, ratio = rescale_linear(requested, stored, weights, actor.max_ratio)
+        value = critic(states, applied.reshape(-1)).mean()
+        return -value + level * torch.mean((ratio - 1.0) ** 2)
+    requested = actor(states).reshape(episodes, groups, actor.action_dim)  # joint: bits pass as asked
+    applied, ratio = rescale_linear(requested[..., 0], stored[..., 0], weights, actor.max_ratio)
+    value = critic(states, torch.cat([applied.unsqueeze(-1), requested[..., 1:]], dim=-1).reshape(
+        episodes * groups, -1)).mean()
     return -value + level * torch.mean((ratio - 1.0) ** 2)

@@ -10,6 +10,12 @@ where ``n``/``c`` are the output/input channels of the group's first producer, `
 input's spatial size, ``FLOPs(t)`` the MACs touching the group, ``reduced`` the MACs already
 removed by earlier decisions (``sum_{i<t} FLOPs(i) a_i``), ``rest`` the MACs of later groups,
 and ``a_{t-1}`` the previous action. Each column is divided by its maximum over the groups.
+
+Joint search (``bits``, a :class:`~onnxprune.search.bits.BitSpace`): an action is a triple
+``(ratio, w, a)`` per group (bit actions in ``[0, 1]``), the episode is fitted by
+:func:`~onnxprune.search.rescale.rescale_joint` and the plan carries the layers' bits; the AMC
+state gains ``w_prev = w_bits / 8`` and ``a_prev = a_bits / 16`` of the previous group's choice
+(:data:`JOINT_STATE_FEATURES`).
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ import numpy as np
 from onnxprune.analyze.cost import group_shares
 from onnxprune.errors import PlanError
 from onnxprune.plan import Plan
-from onnxprune.search.rescale import Rescaled, rescale
+from onnxprune.search.bits import BitSpace, JointMeter
+from onnxprune.search.rescale import JointRescaled, Rescaled, rescale, rescale_joint
 from onnxprune.search.reward import RewardFn, r_err
 from onnxprune.search.space import SearchSpace
 
@@ -32,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 Candidate = TypeVar("Candidate")
 STATE_FEATURES: tuple[str, ...] = ("t", "n", "c", "h", "w", "stride", "k", "flops", "reduced", "rest", "a_prev")
+JOINT_STATE_FEATURES: tuple[str, ...] = (*STATE_FEATURES, "w_prev", "abits_prev")
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,8 @@ class Episode:
         accuracy: Validation top-1 in ``[0, 1]``, or ``None`` without data.
         reward: The reward (0 without data).
         latency: Predicted milliseconds (when the space has a latency table).
+        bits: Per-group ``(w_bits, a_bits)`` applied (joint search; empty otherwise).
+        joint: The joint metric (``bops`` / ``bytes``) of the candidate (joint search).
     """
 
     index: int
@@ -61,13 +71,15 @@ class Episode:
     accuracy: float | None
     reward: float
     latency: float | None = None
+    bits: tuple[tuple[int, int], ...] = ()
+    joint: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict."""
         return {"index": self.index, "requested": list(self.requested), "actions": list(self.actions),
                 "keeps": list(self.keeps), "plan": self.plan.to_json(), "macs": self.macs,
                 "params": self.params, "accuracy": self.accuracy, "reward": self.reward,
-                "latency": self.latency}
+                "latency": self.latency, "bits": [list(b) for b in self.bits], "joint": self.joint}
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Episode:
@@ -75,7 +87,8 @@ class Episode:
         return cls(index=int(obj["index"]), requested=tuple(obj["requested"]), actions=tuple(obj["actions"]),
                    keeps=tuple(int(k) for k in obj["keeps"]), plan=Plan.from_json(obj["plan"]),
                    macs=int(obj["macs"]), params=int(obj["params"]), accuracy=obj["accuracy"],
-                   reward=float(obj["reward"]), latency=obj.get("latency"))
+                   reward=float(obj["reward"]), latency=obj.get("latency"),
+                   bits=tuple((int(w), int(a)) for w, a in obj.get("bits", ())), joint=obj.get("joint"))
 
 
 def _conv_facts(space: SearchSpace, gid: int) -> tuple[float, float, float, float, float, float]:
@@ -110,7 +123,7 @@ class CompressionEnv(Generic[Candidate]):
 
     def __init__(self, space: SearchSpace, *, target: float, metric: str,
                  apply: Callable[[Plan], Candidate], score: Callable[[Candidate], float] | None,
-                 reward: RewardFn = r_err) -> None:
+                 reward: RewardFn = r_err, bits: BitSpace | None = None) -> None:
         """Set up the environment.
 
         Args:
@@ -120,7 +133,11 @@ class CompressionEnv(Generic[Candidate]):
             apply: Builds the candidate model of a plan (e.g. rewrite, plus reconstruction).
             score: Validation top-1 of a candidate in ``[0, 1]``; ``None`` for data-free runs.
             reward: Reward of ``(error, macs, params, latency)``.
+            bits: The joint search's bit space (``metric`` then ``bops`` or ``bytes``); ``None``:
+                pruning only.
         """
+        if (bits is None) != (metric not in ("bops", "bytes")):
+            raise PlanError(f"--metric {metric}: bops and bytes go with --quantize, and --quantize needs one of them")
         self.space, self.target, self.metric = space, target, metric
         self.apply, self.score, self.reward = apply, score, reward
         self.features = static_features(space)
@@ -128,20 +145,58 @@ class CompressionEnv(Generic[Candidate]):
         self.flops = self.features[:, 7]
         self.episodes = 0
         self.missed = 0  # candidates whose rounding kept them more than 1 % off the target
-        self._actions: list[float] = []
+        self._actions: list[Any] = []
+        self.bits = bits
+        self.meter = JointMeter(bits) if bits is not None else None
+
+    @property
+    def action_dim(self) -> int:
+        """Numbers per group action: 1 (ratio) or 3 (ratio, weight bits, activation bits)."""
+        return 1 if self.bits is None else 3
+
+    @property
+    def prune_metric(self) -> str:
+        """The metric Algorithm 1's group shares are measured in (``macs`` for ``bops``, ``params`` for ``bytes``)."""
+        return {"bops": "macs", "bytes": "params"}.get(self.metric, self.metric)
 
     @property
     def state_dim(self) -> int:
         """Length of a state vector."""
-        return len(STATE_FEATURES)
+        return len(STATE_FEATURES if self.bits is None else JOINT_STATE_FEATURES)
 
-    def state(self, t: int, actions: Sequence[float]) -> np.ndarray:
-        """Normalized AMC state of group ``t`` given the earlier actions."""
+    def bit_features(self, action: Any) -> tuple[float, float]:
+        """``(w_bits / 8, a_bits / 16)`` a joint action asks for (``(0, 0)`` for ``None``)."""
+        if action is None or self.bits is None:
+            return 0.0, 0.0
+        w, a = np.ravel(np.asarray(action, dtype=np.float64))[1:3]
+        return self.bits.w_set[self.bits.index(w, "w")] / 8.0, self.bits.a_set[self.bits.index(a, "a")] / 16.0
+
+    def state(self, t: int, actions: Sequence[Any]) -> np.ndarray:
+        """Normalized AMC state of group ``t`` given the earlier actions (floats, or joint triples)."""
         total = max(float(self.flops.sum()), 1.0)
-        reduced = float(np.dot(self.flops[:t], np.asarray(actions[:t], dtype=np.float64))) / total
+        ratios = ratios_of(actions[:t])
+        reduced = float(np.dot(self.flops[:t], ratios)) / total
         rest = float(self.flops[t + 1:].sum()) / total
-        prev = float(actions[t - 1]) if t > 0 else 0.0
-        return np.concatenate([self.features[t] / self.scale, [reduced, rest, prev]]).astype(np.float32)
+        prev = float(ratios[t - 1]) if t > 0 else 0.0
+        extra = list(self.bit_features(actions[t - 1] if t > 0 else None)) if self.bits is not None else []
+        return np.concatenate([self.features[t] / self.scale, [reduced, rest, prev], extra]).astype(np.float32)
+
+    def clip_action(self, action: Any) -> Any:
+        """``action`` inside its bounds: a float in ``[0, max_ratio]``, or a joint triple with bits in ``[0, 1]``."""
+        if self.bits is None:
+            return float(np.clip(np.ravel(np.asarray(action, dtype=np.float64))[0], 0.0, self.space.max_ratio))
+        arr = np.ravel(np.asarray(action, dtype=np.float64))
+        if arr.size != 3:
+            raise PlanError(f"a joint action has 3 numbers (ratio, weight bits, activation bits), not {arr.size}")
+        return np.array([np.clip(arr[0], 0.0, self.space.max_ratio), *np.clip(arr[1:], 0.0, 1.0)])
+
+    def applied(self, episode: Episode) -> list[Any]:
+        """The episode's actions as applied (rescaled ratios; joint: with the bins of the bits applied)."""
+        if self.bits is None:
+            return [float(a) for a in episode.actions]
+        bits = self.bits
+        return [np.array([r, bits.action_of(bits.w_set.index(w), "w"), bits.action_of(bits.a_set.index(a), "a")])
+                for r, (w, a) in zip(episode.actions, episode.bits)]
 
     def reset(self) -> np.ndarray:
         """Start an episode; returns the first group's state."""
@@ -156,7 +211,7 @@ class CompressionEnv(Generic[Candidate]):
         """
         if len(self._actions) >= len(self.space):
             raise PlanError("the episode is over; call reset() first")
-        self._actions.append(float(np.clip(action, 0.0, self.space.max_ratio)))
+        self._actions.append(self.clip_action(action))
         t = len(self._actions)
         if t < len(self.space):
             return self.state(t, self._actions), None
@@ -177,19 +232,37 @@ class CompressionEnv(Generic[Candidate]):
                    "reached, further misses are logged at debug level", self.episodes, self.metric,
                    100.0 * abs(fitted.value - fitted.goal) / fitted.goal, self.space.round_to, self.metric)
 
-    def evaluate_with_candidate(self, actions: Sequence[float]) -> tuple[Episode, Candidate]:
+    def fit(self, actions: Sequence[Any]) -> tuple[Rescaled, Plan, JointRescaled | None]:
+        """Rescale ``actions`` to the target: the pruning part, the plan (with bits when joint) and the joint fit."""
+        if self.bits is None or self.meter is None:
+            fitted = rescale(self.space, [float(a) for a in actions], self.target, metric=self.metric, quiet=True)
+            return fitted, self.space.plan(fitted.keeps), None
+        arr = np.stack([self.clip_action(a) for a in actions])
+        joint = rescale_joint(self.bits, self.meter, arr, self.target)
+        plan = self.space.plan(joint.prune.keeps)
+        return joint.prune, Plan(keep=plan.keep, bits=self.bits.layer_bits(joint.bits)), joint
+
+    def evaluate_with_candidate(self, actions: Sequence[Any]) -> tuple[Episode, Candidate]:
         """As :meth:`evaluate`, also returning the candidate (to save the best one)."""
-        fitted = rescale(self.space, actions, self.target, metric=self.metric, quiet=True)
+        fitted, plan, joint = self.fit(actions)
         self._note_miss(fitted)
-        plan = self.space.plan(fitted.keeps)
         cost = self.space.plan_cost(plan)
         candidate = self.apply(plan)
         accuracy = self.score(candidate) if self.score is not None else None
         latency = self.space.measure(fitted.keeps, "latency") if self.space.latency is not None else None
         reward = self.reward(1.0 - accuracy, cost.macs, cost.params, latency) if accuracy is not None else 0.0
-        episode = Episode(index=self.episodes, requested=tuple(float(a) for a in actions),
+        episode = Episode(index=self.episodes, requested=tuple(float(a) for a in np.ravel(np.asarray(actions, float))),
                           actions=fitted.actions, keeps=fitted.keeps, plan=plan, macs=cost.macs,
-                          params=cost.params, accuracy=accuracy, reward=reward, latency=latency)
+                          params=cost.params, accuracy=accuracy, reward=reward, latency=latency,
+                          bits=joint.bits if joint else (), joint=joint.value if joint else None)
         self.episodes += 1
-        logger.info("episode %d: reward %.4f, %s MACs", episode.index, reward, f"{cost.macs:,}")
+        logger.info("episode %d: reward %.4f, %s MACs%s", episode.index, reward, f"{cost.macs:,}",
+                    f", {joint.value:,.0f} {self.metric}" if joint else "")
         return episode, candidate
+
+
+def ratios_of(actions: Sequence[Any]) -> np.ndarray:
+    """The pruning ratios of actions that are floats or joint triples (first entry)."""
+    if not len(actions):
+        return np.zeros(0)
+    return np.asarray([float(np.ravel(np.asarray(a, dtype=np.float64))[0]) for a in actions])

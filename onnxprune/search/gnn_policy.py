@@ -12,6 +12,11 @@ features]``. The output is the mean of a Gaussian over that group's pruning rati
 head is shared and reads only per-group rows, the policy works on any number of groups (topology
 transfer: an agent trained on ResNet-20 runs on ResNet-56) and permuting the groups permutes the
 action distribution the same way. The critic is an MLP on the graph embedding and step features.
+
+Joint search (``action_dim=3``): the head gives three means per group, the fraction removed
+(``max_ratio * sigmoid``) and the weight / activation bit actions (``sigmoid``, in ``[0, 1]``),
+and the group rows carry the bits chosen so far, ``w_bits / 8`` and ``a_bits / 16``
+(:data:`JOINT_GROUP_FEATURES`; the graph's bit feature is set to each group's weight bits).
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ logger = logging.getLogger(__name__)
 #: Per-group features next to the pooled embedding: removed fraction so far, resource share,
 #: log2 of the group's width / 12.
 GROUP_FEATURES: tuple[str, ...] = ("removed", "share", "log_width")
+#: The joint search's extra per-group features: current weight bits / 8, activation bits / 16.
+JOINT_GROUP_FEATURES: tuple[str, ...] = ("w_bits", "a_bits")
 #: Features of the step: progress through the episode (0 at the first step) and the target.
 STEP_FEATURES: tuple[str, ...] = ("progress", "target")
 
@@ -81,11 +88,19 @@ class PolicyGraph:
         self.pool_index = group_pool_index(self.graph, self.hierarchy)
         self._static = static_group_features(space, metric)
 
-    def observe(self, removed: Sequence[float], progress: float, target: float) -> Observation:
-        """The observation of the model with ``removed[i]`` of group ``i``'s channels pruned."""
+    def observe(self, removed: Sequence[float], progress: float, target: float,
+                bits: np.ndarray | None = None) -> Observation:
+        """The observation of the model with ``removed[i]`` of group ``i``'s channels pruned.
+
+        ``bits`` (joint search): ``[G, 2]`` current ``(w_bits, a_bits)`` per group.
+        """
         removed_arr = np.clip(np.asarray(removed, dtype=np.float64), 0.0, 1.0)
         self.graph.set_keep({gid: 1.0 - float(r) for gid, r in zip(self.group_ids, removed_arr)})
         groups = np.concatenate([removed_arr[:, None], self._static], axis=1)
+        if bits is not None:
+            bits = np.asarray(bits, dtype=np.float64).reshape(-1, 2)
+            self.graph.set_bits({gid: float(w) for gid, w in zip(self.group_ids, bits[:, 0])})
+            groups = np.concatenate([groups, bits[:, :1] / 8.0, bits[:, 1:] / 16.0], axis=1)
         return Observation(inputs=hier_inputs(self.graph, self.hierarchy), pool_index=self.pool_index,
                            groups=torch.as_tensor(groups, dtype=torch.float32),
                            step=torch.tensor([progress, target], dtype=torch.float32))
@@ -114,13 +129,14 @@ class GNNPolicy(nn.Module):
     """
 
     def __init__(self, hidden: int, layers: int, *, max_ratio: float, init_std: float,
-                 generator: torch.Generator, detach_critic: bool = False) -> None:
+                 generator: torch.Generator, detach_critic: bool = False, action_dim: int = 1) -> None:
         super().__init__()
-        self.hidden, self.layers, self.max_ratio = hidden, layers, max_ratio
+        self.hidden, self.layers, self.max_ratio, self.action_dim = hidden, layers, max_ratio, action_dim
         self.detach_critic = detach_critic
         self.encoder = MGNN(hidden, layers=layers, generator=generator)
-        head_in = 2 * hidden + len(GROUP_FEATURES) + len(STEP_FEATURES)
-        self.actor = _mlp([head_in, hidden, hidden, 1])
+        extra = len(JOINT_GROUP_FEATURES) if action_dim > 1 else 0
+        head_in = 2 * hidden + len(GROUP_FEATURES) + extra + len(STEP_FEATURES)
+        self.actor = _mlp([head_in, hidden, hidden, action_dim])
         self.critic = _mlp([hidden + len(STEP_FEATURES), hidden, hidden, 1])
         self.log_std = nn.Parameter(torch.zeros(()))
         reset_parameters_(self.actor, generator)
@@ -130,13 +146,17 @@ class GNNPolicy(nn.Module):
             self.log_std.fill_(math.log(init_std))
 
     def forward(self, obs: Observation) -> tuple[Normal, Tensor]:
-        """Action distribution ``[G]`` (fraction removed per group) and state value ``[]``."""
+        """Action distribution ``[G]`` (fraction removed per group; joint ``[G, 3]``) and state value ``[]``."""
         out = self.encoder(obs.inputs)
         num_groups = obs.groups.shape[0]
         per_group = pool_groups(out.nodes, obs.pool_index, num_groups)
         rows = torch.cat([per_group, out.graph.expand(num_groups, -1), obs.groups,
                           obs.step.expand(num_groups, -1)], dim=1)
-        mean = self.max_ratio * torch.sigmoid(self.actor(rows).squeeze(-1))
+        if self.action_dim == 1:
+            mean = self.max_ratio * torch.sigmoid(self.actor(rows).squeeze(-1))
+        else:
+            squashed = torch.sigmoid(self.actor(rows))
+            mean = torch.cat([self.max_ratio * squashed[:, :1], squashed[:, 1:]], dim=1)
         graph = out.graph.detach() if self.detach_critic else out.graph
         value = self.critic(torch.cat([graph, obs.step])).squeeze(-1)
         return Normal(mean, self.log_std.exp().expand_as(mean)), value

@@ -135,19 +135,26 @@ def run_episode(env: CompressionEnv[Any], graph: PolicyGraph, policy: GNNPolicy,
     removed = np.zeros(len(space))
     transitions: list[Transition] = []
     noises: list[Tensor] = []
+    joint = env.bits is not None
+    # before the policy picks bits every group is at the largest allowed widths (features 1, 1 for 8 / 16)
+    bits = np.tile([env.bits.w_set[-1], env.bits.a_set[-1]], (len(space), 1)).astype(np.float64) if env.bits else None
     for k in range(config.steps):
-        obs = graph.observe(removed, k / config.steps, env.target)
+        obs = graph.observe(removed, k / config.steps, env.target, bits)
         with torch.no_grad():
             dist, value = policy(obs)
             noise = -mirror[k] if mirror is not None else torch.randn(dist.mean.shape, generator=generator)
             noises.append(noise)
             action = dist.mean + dist.stddev * noise
             logprob = float(dist.log_prob(action).sum())
-        step = np.clip(action.numpy().astype(np.float64), 0.0, space.max_ratio)
+        raw = action.numpy().astype(np.float64)
+        step = np.clip(raw[:, 0] if joint else raw, 0.0, space.max_ratio)
         requested = 1.0 - (1.0 - removed) * (1.0 - step)
+        if joint:  # the bits of the last step are the episode's; earlier ones only enter the next state
+            bits = np.array([env.bit_features(np.concatenate([[0.0], row[1:]])) for row in raw]) * [8.0, 16.0]
+            requested = np.concatenate([requested[:, None], np.clip(raw[:, 1:], 0.0, 1.0)], axis=1)
         if k < config.steps - 1:
-            fitted = rescale(space, requested, env.target * (k + 1) / config.steps, metric=env.metric,
-                             tol=config.step_tol)
+            fitted = rescale(space, requested[:, 0] if joint else requested, env.target * (k + 1) / config.steps,
+                             metric=env.prune_metric, tol=config.step_tol)
             removed = np.asarray(fitted.actions, dtype=np.float64)
             transitions.append(Transition(obs, action, logprob, float(value), 0.0, False))
             continue
@@ -204,6 +211,7 @@ def ppo_update(policy: GNNPolicy, optimizer: torch.optim.Optimizer, rollout: lis
             finals = [(k, int(i)) for k, i in enumerate(mb) if rollout[int(i)].done]
             if critic_term is not None and finals:
                 means = torch.stack([outs[k][0].mean for k, _ in finals])
+                means = means[..., 0] if means.dim() == 3 else means  # joint: the ratios
                 removed = torch.stack([rollout[i].obs.groups[:, 0] for _, i in finals])
                 stored = torch.tensor([rollout[i].applied for _, i in finals], dtype=torch.float32)
                 loss = loss + config.critic_weight * critic_term(1.0 - (1.0 - removed) * (1.0 - means), stored)
@@ -306,14 +314,17 @@ def _train(env: CompressionEnv[Any], episodes: int, *, seed: int, config: PPOCon
     """The loop of :func:`ppo_search`: collect ``episodes_per_update`` episodes, update, checkpoint."""
     if transfer is not None and resume is None:
         config = replace(config, **{k: getattr(transfer.config, k) for k in NETWORK_FIELDS})
+    if env.bits is not None and config.steps > 1:
+        raise PlanError("GNN-RL with --quantize takes one step per episode; set PPOConfig.steps to 1")
     generator = make_generator(seed)
-    graph = PolicyGraph(env.space, env.metric)
+    graph = PolicyGraph(env.space, env.prune_metric)
     policy = GNNPolicy(config.hidden, config.layers, max_ratio=env.space.max_ratio, init_std=config.init_std,
-                       generator=generator, detach_critic=config.detach_critic)
+                       generator=generator, detach_critic=config.detach_critic, action_dim=env.action_dim)
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate, eps=1e-5)
-    critic = PlanCritic(plan_features(env.space, env.metric), config.critic_hidden, env.space.max_ratio, generator)
+    critic = PlanCritic(plan_features(env.space, env.prune_metric), config.critic_hidden, env.space.max_ratio,
+                        generator)
     critic_optimizer = torch.optim.Adam(critic.parameters(), lr=config.critic_lr)
-    replay, weights = PlanReplay(config.replay_size), torch.as_tensor(group_weights(env.space, env.metric),
+    replay, weights = PlanReplay(config.replay_size), torch.as_tensor(group_weights(env.space, env.prune_metric),
                                                                        dtype=torch.float32)
     state, updates = SearchState(agent="gnnrl", seed=seed), 0
     if resume is not None:
@@ -326,7 +337,11 @@ def _train(env: CompressionEnv[Any], episodes: int, *, seed: int, config: PPOCon
             critic_optimizer.load_state_dict(dict(resume.critic["optimizer"]))
             replay = PlanReplay.from_json(resume.replay)
     elif transfer is not None:  # the plan critic and its replay belong to the other model: fresh here
-        policy.load_state_dict(dict(transfer.policy))
+        try:
+            policy.load_state_dict(dict(transfer.policy))
+        except RuntimeError as exc:
+            raise PlanError("--policy: the agent does not fit this run (trained with or without --quantize, or other "
+                            "network sizes); pass one trained the same way") from exc
 
     def snapshot() -> AgentCheckpoint:
         return AgentCheckpoint(config=config, policy=copy.deepcopy(policy.state_dict()),

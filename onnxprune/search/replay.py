@@ -20,11 +20,14 @@ class ReplayBuffer:
     with ``state_dim = 0`` the state vectors themselves are not kept (they would be stale).
     """
 
-    def __init__(self, capacity: int, state_dim: int, memo_dim: int = 0) -> None:
-        """Allocate ``capacity`` rows of states of size ``state_dim`` (and memos of ``memo_dim``)."""
+    def __init__(self, capacity: int, state_dim: int, memo_dim: int = 0, action_dim: int = 1) -> None:
+        """Allocate ``capacity`` rows of states of size ``state_dim`` (and memos of ``memo_dim``).
+
+        Actions are scalars, or rows of ``action_dim`` numbers when it is above 1 (joint search).
+        """
         self.capacity, self.size, self.pos, self.memo_dim = capacity, 0, 0, memo_dim
         self.states = np.zeros((capacity, state_dim), np.float32)
-        self.actions = np.zeros(capacity, np.float32)
+        self.actions = np.zeros(capacity if action_dim == 1 else (capacity, action_dim), np.float32)
         self.rewards = np.zeros(capacity, np.float32)
         self.next_states = np.zeros((capacity, state_dim), np.float32)
         self.dones = np.zeros(capacity, np.float32)
@@ -33,7 +36,7 @@ class ReplayBuffer:
         self.episodes = np.full(capacity, -1, np.int64)  # episode of each row (-1: not from an episode)
         self.steps = np.full(capacity, -1, np.int64)  # its group step
 
-    def add(self, state: np.ndarray, action: float, reward: float, next_state: np.ndarray, done: bool,
+    def add(self, state: np.ndarray, action: float | np.ndarray, reward: float, next_state: np.ndarray, done: bool,
             memo: np.ndarray | None = None, next_memo: np.ndarray | None = None, *, episode: int = -1,
             step: int = -1) -> None:
         """Store one transition (memos ignored without ``memo_dim``), overwriting the oldest when full.

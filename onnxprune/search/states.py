@@ -22,6 +22,10 @@ action, decoder state, keep vector) from which :meth:`StateBuilder.encode` rebui
 replayed states with gradients (:meth:`StateBuilder.encode_with_loss` adds the encoder's
 auxiliary loss: DiffPool's link prediction + entropy terms); the graph's topology is fixed per
 model, so the replay buffer stores no graphs.
+
+Joint search (the environment has bits): the ``amc`` state has two more features (the previous
+group's ``w_bits / 8`` and ``a_bits / 16``, :data:`~onnxprune.search.env.JOINT_STATE_FEATURES`);
+the ``agmc`` state ``[s_t, p_t]`` is followed by the same two numbers, which its memo carries too.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from onnxprune.errors import PlanError
 from onnxprune.graph import build_graph
 from onnxprune.search.agmc_diffpool import AGMCDiffPoolNet, DiffPoolGraph
 from onnxprune.search.agmc_net import AGMCNet, GraphTensors, make_memo
-from onnxprune.search.env import CompressionEnv
+from onnxprune.search.env import CompressionEnv, ratios_of
 from onnxprune.search.space import SearchSpace
 
 logger = logging.getLogger(__name__)
@@ -128,7 +132,7 @@ class AGMCStates:
 
     def __init__(self, space: SearchSpace, *, generator: torch.Generator, embed_dim: int = 64,
                  state_dim: int = 64, hidden: int = 64, layers: int = 3, pool: str = "mean",
-                 clusters: tuple[int, ...] = (32, 4)) -> None:
+                 clusters: tuple[int, ...] = (32, 4), joint: CompressionEnv[Any] | None = None) -> None:
         """Build the graph of ``space``'s model and the seeded encoder / decoder.
 
         Args:
@@ -142,7 +146,10 @@ class AGMCStates:
             pool: ``mean`` (GCN + Mean Pool, batched over receptive fields) or ``diffpool`` (a full
                 DiffPool run on the graph as pruned so far at every step).
             clusters: DiffPool's intermediate cluster counts (``diffpool`` only).
+            joint: The joint search's environment: its bit features follow every state.
         """
+        self.joint = joint if joint is not None and joint.bits is not None else None
+        self._extra = 2 if self.joint is not None else 0
         if pool not in AGMC_POOLS:
             raise PlanError(f"--agmc-pool {pool} is not supported; use one of {', '.join(AGMC_POOLS)}")
         self.space, self.pool = space, pool
@@ -177,13 +184,13 @@ class AGMCStates:
 
     @property
     def dim(self) -> int:
-        """``state_dim + embed_dim``."""
-        return self.state_dim + self.embed_dim
+        """``state_dim + embed_dim`` (joint: + 2 bit features)."""
+        return self.state_dim + self.embed_dim + self._extra
 
     @property
     def memo_dim(self) -> int:
-        """``2 + 2 state_dim + groups``."""
-        return 2 + 2 * self.state_dim + len(self.space)
+        """``2 + 2 state_dim + groups`` (joint: + 2 bit features)."""
+        return 2 + 2 * self.state_dim + len(self.space) + self._extra
 
     def begin(self) -> None:
         """Reset the keep ratios and the decoder."""
@@ -196,13 +203,18 @@ class AGMCStates:
         """Re-embed the graph with keep ratios ``1 - a`` so far, step the decoder, pool group ``t``."""
         if self._hc is None or len(actions) != t or t != self._next:
             raise ValueError("call begin() and then state(t, actions[:t]) for t = 0, 1, ... in order")
-        prev = float(actions[t - 1]) if t > 0 else 0.0
+        prev = float(ratios_of(actions)[t - 1]) if t > 0 else 0.0
         if t > 0:
             self._keep[t - 1] = float(np.clip(1.0 - prev, 0.0, 1.0))
-        self._memo = make_memo(t, prev, self._hc, self._keep)
-        out, self._hc = self._net(self.graph, torch.from_numpy(self._memo).unsqueeze(0))
+        memo = make_memo(t, prev, self._hc, self._keep)
+        out, self._hc = self._net(self.graph, torch.from_numpy(memo).unsqueeze(0))
         self._next = t + 1
-        return out[0].numpy().astype(np.float32)
+        if self.joint is None:
+            self._memo = memo
+            return out[0].numpy().astype(np.float32)
+        extra = np.asarray(self.joint.bit_features(actions[t - 1] if t > 0 else None), np.float32)
+        self._memo = np.concatenate([memo, extra]).astype(np.float32)
+        return np.concatenate([out[0].numpy(), extra]).astype(np.float32)
 
     def memo(self) -> np.ndarray:
         """The memo of the last state."""
@@ -212,12 +224,17 @@ class AGMCStates:
 
     def encode(self, memo: Tensor, net: nn.Module) -> Tensor:
         """``net(graph, memo)``'s states (with gradients when ``net``'s parameters need them)."""
+        if self._extra:
+            return torch.cat([net(self.graph, memo[:, :-self._extra])[0], memo[:, -self._extra:]], dim=1)
         return net(self.graph, memo)[0]
 
     def encode_with_loss(self, memo: Tensor, net: nn.Module) -> tuple[Tensor, Tensor | None]:
         """:meth:`encode`'s states and, for ``diffpool``, DiffPool's link + entropy loss of the batch."""
         if isinstance(net, AGMCDiffPoolNet) and isinstance(self.graph, DiffPoolGraph):
-            states, _, aux = net.run(self.graph, memo)
+            base = memo[:, :-self._extra] if self._extra else memo
+            states, _, aux = net.run(self.graph, base)
+            if self._extra:
+                states = torch.cat([states, memo[:, -self._extra:]], dim=1)
             return states, aux
         return self.encode(memo, net), None
 
@@ -229,5 +246,5 @@ def make_states(kind: str, env: CompressionEnv[Any], *, seed: int, pool: str = "
     if kind == "amc":
         return AMCStates(env)
     if kind == "agmc":
-        return AGMCStates(env.space, generator=torch.Generator().manual_seed(seed), pool=pool)
+        return AGMCStates(env.space, generator=torch.Generator().manual_seed(seed), pool=pool, joint=env)
     raise PlanError(f"state '{kind}' is not supported; use one of {', '.join(STATE_KINDS)}")
