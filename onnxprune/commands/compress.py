@@ -240,6 +240,13 @@ def run(args: argparse.Namespace) -> int:
     widths = "free channel counts" if report.round_to == 1 else f"channel counts multiples of {report.round_to}"
     console.print(f"removed {report.achieved:.1%} of {report.metric} (target {report.target:.0%}), {widths}; "
                   f"wrote {report.output}")
+    if report.quant is not None:
+        q = report.quant
+        if q.get("deployable"):
+            size = f"{q['deployable_bytes'] / max(report.bytes_before, 1):.3f}x the input's bytes"
+            console.print(f"wrote deployable QDQ model {q['deployable']} ({size}; int8/int4 as ONNX Runtime stores them)")
+        else:
+            console.print(f"no deployable QDQ model: {q.get('deployable_reason')}")
     if report.triton_dir is not None:
         console.print(f"wrote Triton model {report.triton_dir} (config.pbtxt, 1/model.onnx)")
     if args.json is not None:

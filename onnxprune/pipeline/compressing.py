@@ -252,7 +252,8 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
                                       quantize=quantize)
     best = pool[pick]
     if quantize is not None:  # the float model and plan go to the deployable-model hook; the simulated one is written
-        deployable_hook(chosen, best.plan, target_path)
+        deployed = deployable_hook(chosen, best.plan, target_path, source, calib, joint,  # type: ignore[arg-type]
+                                   threads=runtime.threads if runtime else None)
         chosen = quantize(best.plan, chosen)
         # written as scored: simplifying would fold BatchNorm into the grid-valued weights (off their grid)
         deploy = dataclasses.replace(deploy, simplify=False)
@@ -265,6 +266,11 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     checkpoint.unlink(missing_ok=True)
     after_model = load(saved, input_shapes=input_shapes, proto_limit=proto_limit)
     quant = joint_report(analysis.model, after_model, best.plan, metric) if joint is not None else {}
+    if joint is not None:
+        path, stored, why = deployed
+        quant["quant"] = {**quant["quant"], "deployable": str(path) if path else None, "deployable_reason": why,
+                          "deployable_bits": {k: list(v) for k, v in stored.items()},
+                          "deployable_bytes": disk_bytes(path) if path else None}
     latency_ms = ((space.measure(space.sizes, "latency"), space.measure(best.keeps, "latency"))
                   if space.latency is not None else None)
     widths = tuple(GroupWidth(id=gid, before=size, after=keep)

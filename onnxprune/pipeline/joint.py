@@ -24,13 +24,15 @@ import onnx
 
 from onnxprune.analyze.cost import model_cost, weight_bytes
 from onnxprune.analyze.types import Analysis
-from onnxprune.errors import PlanError
+from onnxprune.errors import OnnxPruneError, PlanError
 from onnxprune.evaluate import DataSpec, Runtime
 from onnxprune.load import Model
 from onnxprune.pipeline.pruning import RepairSettings, calibration_feeds
 from onnxprune.plan import ROUND_TO, Plan
 from onnxprune.quantize import QuantPlan, bops_report, calibrate, find_layers, simulate
+from onnxprune.quantize.deploy import to_qdq
 from onnxprune.quantize.plan import A_BITS, W_BITS
+from onnxprune.io import save_model
 from onnxprune.search.bits import BitSpace, JointMeter
 from onnxprune.search.rescale import joint_floor, rescale_joint
 from onnxprune.search.space import SearchSpace
@@ -135,14 +137,35 @@ def quantizing_apply(apply: Callable[[Plan], onnx.ModelProto], quantize: Quantiz
     return lambda plan: quantize(plan, apply(plan))
 
 
-def deployable_hook(pruned: onnx.ModelProto, plan: Plan, output: Path) -> Path | None:
-    """Called once with the chosen pruned *float* model and its plan (``plan.bits``) after the search.
+def deployable_path(output: Path) -> Path:
+    """Where ``compress --quantize`` writes the deployable model: ``out.onnx`` -> ``out.qdq.onnx``."""
+    return output.with_name(f"{output.stem}.qdq.onnx")
 
-    The deployable int8/int4 model (QDQ, :mod:`onnxprune.quantize.deploy`) is to be written here,
-    next to ``output``; it is not written yet, so this returns ``None``.
+
+def deployable_hook(pruned: onnx.ModelProto, plan: Plan, output: Path, source: str | os.PathLike[str],
+                    calib: DataSpec, settings: JointSettings, threads: int | None = None
+                    ) -> tuple[Path | None, dict[str, tuple[int, int]], str | None]:
+    """Write the deployable QDQ model of the chosen pruned *float* model next to ``output``.
+
+    ONNX Runtime's quantizer (:func:`onnxprune.quantize.deploy.to_qdq`) stores weight bits 5-8 as
+    int8 and 2-4 as int4 (MatMulNBits for MatMul), activations as uint8; layers at 16-bit
+    activations stay float. A model the quantizer cannot take is not a failed run: the simulated
+    model is still written, and the reason is returned.
+
+    Returns:
+        The written path (None when it could not be made), the bits it stores, and why not (or None).
     """
-    logger.debug("deployable model hook: %d quantized layers for %s (not written)", len(plan.bits), output)
-    return None
+    if not plan.bits:
+        return None, {}, "the plan keeps every layer float"
+    feeds = calibration_feeds(source, calib, threads=threads)
+    try:
+        result = to_qdq(pruned, QuantPlan(dict(plan.bits)), feeds, method=settings.method)
+    except OnnxPruneError as exc:
+        logger.warning("no deployable QDQ model: %s", exc)
+        return None, {}, str(exc)
+    path = save_model(result.model, deployable_path(output))
+    logger.info("deployable QDQ model (opset %d) written to %s", result.opset, path)
+    return path, dict(result.bits), None
 
 
 def joint_report(before: Model, after: Model, plan: Plan, metric: str) -> dict[str, Any]:

@@ -86,6 +86,16 @@ class _Reader:
             yield item
 
 
+def _fixed_batch(model: onnx.ModelProto) -> int | None:
+    """The static batch size of the first graph input, or None when it is symbolic."""
+    inits = {t.name for t in model.graph.initializer}
+    for vi in model.graph.input:
+        if vi.name not in inits:
+            dims = vi.type.tensor_type.shape.dim
+            return dims[0].dim_value if dims and dims[0].dim_value > 0 else None
+    return None
+
+
 def _strip_unused_domains(model: onnx.ModelProto) -> None:
     used = {n.domain for n in model.graph.node} | {"", "ai.onnx"}
     keep = [o for o in model.opset_import if o.domain in used]
@@ -130,6 +140,7 @@ def to_qdq(model: onnx.ModelProto, plan: QuantPlan, feeds: Mapping[str, np.ndarr
         raise RuntimeUnavailable("onnxruntime.quantization is missing; pip install 'onnxprune[cpu]'") from exc
     layers = {q.node: q for q in find_layers(model)}
     plan.check_layers(layers)
+    batch = _fixed_batch(model) or batch
     bits = deployed_bits(plan)
     nbits = [n for n, (w, _) in bits.items() if w == 4 and layers[n].op_type == "MatMul"]
     bits.update({n: (4, FLOAT) for n in nbits})  # weight-only: MatMulNBits takes float activations

@@ -78,6 +78,14 @@ def test_joint_search_meets_the_bops_target(tmp_path: Path, resnet20: Path, tiny
     meta = {p.key: p.value for p in model.metadata_props}
     assert json.loads(meta["onnxprune.plan"])["bits"] == plan["bits"]
     assert not (tmp_path / "out.onnx.search.json").exists()
+    quant = rep["quant"]  # the deployable model beside it: QDQ, valid, runs, bits as ORT stores them
+    assert quant["deployable"] == str(tmp_path / "out.qdq.onnx")
+    qdq = onnx.load(quant["deployable"])
+    onnx.checker.check_model(qdq)
+    assert any(n.op_type == "DequantizeLinear" for n in qdq.graph.node)
+    assert {tuple(v) for v in quant["deployable_bits"].values()} <= {(8, 8), (4, 8), (4, 32)}
+    qs = ort.InferenceSession(quant["deployable"], providers=["CPUExecutionProvider"])
+    assert qs.run(None, {qs.get_inputs()[0].name: np.zeros((1, 3, 32, 32), np.float32)})[0].shape == (1, 10)
 
 
 def test_joint_bytes_target_and_reproducible(tmp_path: Path, resnet20: Path, tiny_npz: Path) -> None:
