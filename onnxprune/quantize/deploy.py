@@ -153,6 +153,8 @@ def to_qdq(model: onnx.ModelProto, plan: QuantPlan, feeds: Mapping[str, np.ndarr
             pre_nodes = {n.name: n for n in onnx.load(pre, load_external_data=False).graph.node}
             int4 = {pre_nodes[n].input[1]: [{"quant_type": QuantType.QInt4, "axis": layers[n].axis}]
                     for n, (w, _) in bits.items() if w == 4 and n in pre_nodes and n not in nbits}
+            if int4:  # int4 Q/DQ is standard from opset 21: quantize there, not in ORT's com.microsoft domain
+                onnx.save_model(_at_opset_21(onnx.load(pre)), pre)
             quantize_static(str(pre), str(dst), _Reader(feeds, batch), quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             nodes_to_exclude=[n for n in excluded if n in pre_nodes],

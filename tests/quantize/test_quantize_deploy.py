@@ -164,3 +164,11 @@ def test_pruned_then_quantized_is_valid_and_close_to_the_pruned_model(tmp_path, 
     onnx.checker.check_model(result.model, full_check=True)
     got, want = RT.create(result.model).run(x)[0], RT.create(model.proto).run(x)[0]
     assert np.abs(got - want).max() < 0.25 * np.abs(want).max()  # int8 of random weights: same outputs, roughly
+
+
+def test_int4_qdq_uses_the_standard_domain(zoo_model):
+    _, model = zoo_model("resnet20")
+    layers = [q.node for q in find_layers(model.proto)]
+    result = to_qdq(model.proto, uniform_plan(layers, 4, 8), feeds_for(model.proto, 8))
+    assert result.opset == 21
+    assert {n.domain for n in result.model.graph.node if "Quantize" in n.op_type} <= {"", "ai.onnx"}
