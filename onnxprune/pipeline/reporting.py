@@ -10,6 +10,7 @@ from typing import Any
 
 from onnxprune.errors import DataError
 from onnxprune.io import write_bytes_atomic
+from onnxprune.reporting.runs import read_json, view
 
 logger = logging.getLogger(__name__)
 
@@ -32,14 +33,15 @@ def report_files(runs: Sequence[str | os.PathLike[str]], output: str | os.PathLi
     Raises:
         DataError: a file is missing or is not a compress (or bench) JSON report; more benches than runs.
     """
-    from onnxprune.reporting.runs import read_json
-
     if len(benches) > len(runs):
         raise DataError(f"{len(benches)} --bench files for {len(runs)} runs; pass at most one per run, in order")
     if Path(output).resolve() in {Path(r).resolve() for r in runs}:
         raise DataError(f"-o {output} is an input run JSON; choose another output path")
     dicts = [read_json(r, "run JSON") for r in runs]
+    bench_dicts = [read_json(b, "bench JSON") for b in benches]
+    for i, (path, run) in enumerate(zip(runs, dicts)):  # errors name the file
+        view(run, str(path), bench_dicts[i] if i < len(bench_dicts) else None)
     labels = [Path(r).stem for r in runs]
     if len(set(labels)) < len(labels):
         labels = [str(r) for r in runs]
-    return write_report(dicts, output, labels=labels, benches=[read_json(b, "bench JSON") for b in benches])
+    return write_report(dicts, output, labels=labels, benches=bench_dicts)

@@ -72,7 +72,7 @@ def _summary_table(run: RunView) -> str:
         rows.append(["val top-1 %", "not measured in this run (data-free)", "", ""])
     for key, label in (("macs", "MACs"), ("bops", "BOPs"), ("params", "params"), ("bytes", "bytes on disk")):
         b, a = run.before[key], run.after[key]
-        rows.append([label, _num(b), _num(a), _ratio(b, a)] if b is not None else
+        rows.append([label, _num(b), _num(a), _ratio(b, a)] if b is not None and a is not None else
                     [label, "not measured in this run", "", ""])
     rows.append(_latency_row(run))
     raw = run.raw
