@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from onnxprune.errors import OnnxPruneError
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ("analyze", "prune", "quantize", "compress", "eval", "bench", "check", "export_triton")
+COMMANDS: tuple[str, ...] = ("analyze", "prune", "quantize", "compress", "eval", "bench", "check", "export_triton",
+                             "report")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code (2 for user errors)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = tuple(sys.argv[1:] if argv is None else argv)  # recorded by reports, to reproduce the run
     level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "command", None):

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 from onnxprune.analyze.cost import Cost
 from onnxprune.deploy.opset import OpsetChoice
+from onnxprune.evaluate.runtime import RunInfo
 from onnxprune.plan import Plan
 from onnxprune.search.env import Episode
 
@@ -96,6 +97,32 @@ class GroupWidth:
 
 
 @dataclass(frozen=True)
+class FrozenGroup:
+    """A group the search could not prune, and why (``macs``: MACs of its producers and consumers)."""
+
+    id: int
+    channels: int
+    macs: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class EpisodeCost:
+    """One evaluated candidate of the search: its reward, accuracy and costs (for plots).
+
+    ``params`` and ``latency`` are ``None`` for episodes run before a ``--resume`` (the checkpoint
+    keeps reward, accuracy and MACs only) and ``latency`` also without a latency table.
+    """
+
+    index: int
+    reward: float
+    accuracy: float | None
+    macs: int
+    params: int | None = None
+    latency: float | None = None
+
+
+@dataclass(frozen=True)
 class CompressReport:
     """The result of a policy search and the saved model.
 
@@ -131,6 +158,11 @@ class CompressReport:
         joint_before: Joint search: the target metric (``bops`` / ``bytes``) of the float32 input.
         joint_after: Joint search: the target metric of the written model.
         opset: The input's and the written default-domain opset.
+        frozen: Groups the search could not prune, with their reason.
+        history: Every evaluated episode in order (reward, accuracy in ``[0, 1]``, MACs, params, latency ms).
+        run: Where candidates were scored (provider, CPU, threads, device), ``None`` when data-free.
+        command: The command line that produced the run (``onnxprune compress ...``), when known.
+        versions: ``(package, version)`` of Python and the packages the result depends on.
     """
 
     source: str
@@ -163,6 +195,11 @@ class CompressReport:
     joint_before: float | None = None
     joint_after: float | None = None
     opset: OpsetChoice | None = None
+    frozen: tuple[FrozenGroup, ...] = ()
+    history: tuple[EpisodeCost, ...] = ()
+    run: RunInfo | None = None
+    command: tuple[str, ...] = ()
+    versions: tuple[tuple[str, str], ...] = ()
 
     @property
     def achieved(self) -> float:
@@ -192,7 +229,10 @@ class CompressReport:
                 "round_to": self.round_to, "bits": {k: list(v) for k, v in self.bits.items()},
                 "quant": dict(self.quant) if self.quant is not None else None,
                 "joint_before": self.joint_before, "joint_after": self.joint_after,
-                "opset": self.opset.to_json() if self.opset else None}
+                "opset": self.opset.to_json() if self.opset else None,
+                "frozen": [g.__dict__ for g in self.frozen], "history": [e.__dict__ for e in self.history],
+                "run": self.run.__dict__ if self.run else None, "command": list(self.command),
+                "versions": dict(self.versions)}
 
 
 @dataclass(frozen=True)

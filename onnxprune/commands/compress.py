@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from onnxprune.commands._model_options import add_input_shape_option, parse_inpu
 from onnxprune.commands.eval import data_spec
 from onnxprune.pipeline.compressing import CompressReport
 from onnxprune.pipeline.pruning import RepairSettings
-from onnxprune.errors import DataError, PlanError
+from onnxprune.errors import DataError, OutputError, PlanError
 from onnxprune.evaluate import PRESETS, Runtime
 from onnxprune.io import write_json_atomic
 from onnxprune.plan import ROUND_TO
@@ -108,6 +109,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="ONNX Runtime intra-op threads (default: every CPU to score candidates; every CPU but "
                              "one, at least 1, to time the --metric/--reward latency table, for repeatable timings)")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the report as JSON")
+    parser.add_argument("--report", type=Path, default=None, metavar="HTML",
+                        help="write a self-contained HTML report (summary, per-group widths, search curve, "
+                             "candidates, reproduce); `onnxprune report` makes one from a --json file later")
     add_input_shape_option(parser)
     add_deploy_options(parser, triton=True)
     parser.set_defaults(run=run)
@@ -205,6 +209,8 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= args.finalists <= TOP_EPISODES:
         raise PlanError(f"--finalists {args.finalists}: choose between 1 and {TOP_EPISODES}")
     repair = _repair(args)
+    if args.report is not None and not args.report.resolve().parent.is_dir():
+        raise OutputError(f"--report {args.report}: folder {args.report.parent} does not exist; create it first")
     deploy = deploy_options(args, args.output)
     data = _data(args)
     console = Console()
@@ -249,6 +255,9 @@ def run(args: argparse.Namespace) -> int:
             console.print(f"no deployable QDQ model: {q.get('deployable_reason')}")
     if report.triton_dir is not None:
         console.print(f"wrote Triton model {report.triton_dir} (config.pbtxt, 1/model.onnx)")
+    report = dataclasses.replace(report, command=("onnxprune", *getattr(args, "argv", ())))
     if args.json is not None:
         write_json_atomic(args.json, report.to_json())
+    if args.report is not None:
+        console.print(f"wrote report {pipeline.write_report([report.to_json()], args.report, labels=[report.output.name])}")
     return 0

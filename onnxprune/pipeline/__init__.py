@@ -3,7 +3,8 @@
 Commands in ``onnxprune/commands`` call these functions; stages never call each other
 except through the plain dataclasses they return. One module per job keeps files small:
 :mod:`.evaluating` (eval, bench, cost), :mod:`.pruning` (analyze, prune, repair),
-:mod:`.compressing` (policy search and ``compress``), :mod:`.quantizing` (``quantize``).
+:mod:`.compressing` (policy search and ``compress``), :mod:`.quantizing` (``quantize``),
+:mod:`.reporting` (HTML reports).
 """
 
 from onnxprune.pipeline.compressing import AGENTS, compress_file
@@ -12,6 +13,8 @@ from onnxprune.pipeline.evaluating import bench_model, evaluate_model, model_cos
 from onnxprune.pipeline.pruning import (
     affected_consumers, analyze_file, calibration_feeds, group_scores, prune_file, repair_pruned)
 from onnxprune.pipeline.quantizing import QuantizeSettings, quantize_file
+from onnxprune.pipeline.reporting import report_files, write_report
 
 __all__ = ["AGENTS", "DeployOptions", "affected_consumers", "analyze_file", "bench_model", "calibration_feeds", "compress_file",
-           "evaluate_model", "group_scores", "model_cost", "prune_file", "quantize_file", "QuantizeSettings", "repair_pruned"]
+           "evaluate_model", "group_scores", "model_cost", "prune_file", "quantize_file", "QuantizeSettings", "repair_pruned", "report_files",
+           "write_report"]

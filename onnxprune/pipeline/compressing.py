@@ -28,7 +28,7 @@ from onnxprune.errors import DataError, OutputError, PlanError
 from onnxprune.search.bits import JOINT_METRICS, PRUNE_METRIC
 from onnxprune.evaluate import DataSpec, Runtime, evaluate, open_data, timing_threads
 from onnxprune.evaluate.cost import disk_bytes
-from onnxprune.evaluate.runtime import Device
+from onnxprune.evaluate.runtime import Device, RunInfo
 from onnxprune.io import save_model, write_json_atomic
 from onnxprune.large import PROTOBUF_LIMIT
 from onnxprune.load import load, read
@@ -40,7 +40,8 @@ from onnxprune.pipeline.joint import (JointSettings, bit_space, calibration_spec
 from onnxprune.pipeline.latency_table import measure_table
 from onnxprune.pipeline.pruning import RepairSettings, repair_best, repairing_apply
 from onnxprune.plan import ROUND_TO
-from onnxprune.report import CompressReport, GroupWidth
+from onnxprune.report import CompressReport, EpisodeCost, FrozenGroup, GroupWidth
+from onnxprune.reporting.environment import package_versions
 from onnxprune.search.baselines import TOP_EPISODES, OnEpisode, SearchState, random_search, uniform_search
 from onnxprune.search.ddpg import DDPGConfig, default_warmup
 from onnxprune.search.env import CompressionEnv, Episode
@@ -73,8 +74,9 @@ def _read_checkpoint(path: Path, config: dict[str, object]) -> SearchState:
     return SearchState.from_json(saved["state"])
 
 
-def _scorer(path: Path, data: DataSpec, runtime: Runtime) -> tuple[float, Callable[[onnx.ModelProto], float], str]:
-    """Validation top-1 (percent) of the input, a candidate scorer returning a fraction, and the provider."""
+def _scorer(path: Path, data: DataSpec, runtime: Runtime
+            ) -> tuple[float, Callable[[onnx.ModelProto], float], RunInfo]:
+    """Validation top-1 (percent) of the input, a candidate scorer returning a fraction, and where it runs."""
     session = runtime.session(path)
     dataset = open_data(data, session.inputs)
     result = evaluate(session, dataset)
@@ -85,7 +87,7 @@ def _scorer(path: Path, data: DataSpec, runtime: Runtime) -> tuple[float, Callab
         acc = evaluate(runtime.create(model), dataset).accuracy
         return acc.top1 / 100.0 if acc is not None else 0.0
 
-    return result.accuracy.top1, score, session.info.provider
+    return result.accuracy.top1, score, session.info
 
 
 def disjoint_calibration(repair: RepairSettings | None, data: DataSpec | None) -> RepairSettings | None:
@@ -213,9 +215,9 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
                          reward=reward, max_ratio=max_ratio, device=runtime.device if runtime else "cpu", threads=latency_threads,
                          cache=target_path.with_name(target_path.name + ".latency.json"))
     round_to = space.round_to
-    accuracy_before, score, provider = None, None, None
+    accuracy_before, score, run_info = None, None, None
     if data is not None:
-        accuracy_before, score, provider = _scorer(source, data, runtime or Runtime(device="cpu", proto_limit=proto_limit))
+        accuracy_before, score, run_info = _scorer(source, data, runtime or Runtime(device="cpu", proto_limit=proto_limit))
     else:
         agent = "uniform"
     bits = bit_space(space, metric, joint, target) if joint is not None else None
@@ -235,8 +237,10 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
                            "keep_float": list(joint.keep_float)}
     checkpoint = _checkpoint_path(target_path)
     state = _read_checkpoint(checkpoint, config) if resume and checkpoint.exists() else None
+    seen: dict[int, Episode] = {}  # this process's episodes, for their params and latency in the report
 
     def record(episode: Episode, new_state: SearchState, candidate: onnx.ModelProto, best: bool) -> None:
+        seen[episode.index] = episode
         if best:
             save_model(candidate, target_path, proto_limit=proto_limit)
         write_json_atomic(checkpoint, {"config": config, "state": new_state.to_json()})
@@ -287,8 +291,28 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
                           triton_dir=triton_dir, latency_ms=latency_ms,
                           finalists=tuple((e.index, _percent(e.accuracy), _percent(v))
                                           for e, v in zip(pool, fixed.finalists)),
-                          agmc_pool=agmc_pool if agent == "agmc" else None, provider=provider,
-                          round_to=round_to, opset=opset, **quant)
+                          agmc_pool=agmc_pool if agent == "agmc" else None,
+                          provider=run_info.provider if run_info else None, round_to=round_to, opset=opset,
+                          frozen=frozen_groups(analysis), history=episode_costs(state, seen), run=run_info,
+                          versions=package_versions(), **quant)
+
+
+def frozen_groups(analysis: Analysis) -> tuple[FrozenGroup, ...]:
+    """The analysis's frozen groups with their MACs and reason."""
+    shares = analyze_cost.group_shares(analysis)
+    return tuple(FrozenGroup(id=g.id, channels=g.size, macs=shares[g.id][0], reason=g.frozen_reason)
+                 for g in analysis.groups if g.frozen_reason)
+
+
+def episode_costs(state: SearchState, seen: Mapping[int, Episode]) -> tuple[EpisodeCost, ...]:
+    """Every episode of ``state.history``; params and latency from ``seen`` (episodes run in this process)."""
+    rows = []
+    for index, (reward, accuracy, macs) in enumerate(state.history):
+        episode = seen.get(index)
+        rows.append(EpisodeCost(index=index, reward=reward, accuracy=accuracy, macs=macs,
+                                params=episode.params if episode else None,
+                                latency=episode.latency if episode else None))
+    return tuple(rows)
 
 
 def _check_options(source: Path, target_path: Path, output: str | os.PathLike[str], *, agent: str,
