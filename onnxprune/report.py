@@ -276,3 +276,61 @@ class QuantizeReport:
                 "bytes_before": self.bytes_before, "bytes_after": self.bytes_after,
                 "accuracy_before": self.accuracy_before, "accuracy_after": self.accuracy_after,
                 "fallen_back": list(self.fallen_back), "opset": self.opset, "seconds": self.seconds}
+
+
+@dataclass(frozen=True)
+class FinetuneReport:
+    """What ``onnxprune finetune`` did.
+
+    Attributes:
+        source: The student file (the pruned model).
+        teacher: The teacher file (the original model).
+        output: The written model (the student with trained initializers; simulated bits with QAT).
+        epochs: Epochs asked.
+        resumed_from: First epoch this run trained (``0``: fresh).
+        train_samples: Training samples.
+        val_samples: Validation samples that picked the best epoch.
+        augment: The augmentation used.
+        qat: Whether the forward pass was fake-quantized.
+        teacher_top1: The teacher's validation top-1 (fraction), when labelled.
+        top1_before: The student's validation top-1 before training.
+        top1_after: The written model's validation top-1 (the best epoch's).
+        best_epoch: The epoch written (``-1``: no epoch beat the untrained student, which was kept).
+        history: Per-epoch logs (``onnxprune.finetune.train.EpochLog``).
+        deployable: The QDQ model written beside the output (QAT), if any.
+        deployable_reason: Why no QDQ model was written, if so.
+        bytes_after: Output size on disk.
+        threads: Torch threads used.
+        seconds: Wall time.
+    """
+
+    source: str
+    teacher: str
+    output: Path
+    epochs: int
+    resumed_from: int
+    train_samples: int
+    val_samples: int
+    augment: str
+    qat: bool
+    teacher_top1: float | None
+    top1_before: float | None
+    top1_after: float | None
+    best_epoch: int
+    history: tuple[Any, ...]
+    deployable: Path | None
+    deployable_reason: str | None
+    bytes_after: int
+    threads: int
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {"source": self.source, "teacher": self.teacher, "output": str(self.output), "epochs": self.epochs,
+                "resumed_from": self.resumed_from, "train_samples": self.train_samples,
+                "val_samples": self.val_samples, "augment": self.augment, "qat": self.qat,
+                "teacher_top1": self.teacher_top1, "top1_before": self.top1_before, "top1_after": self.top1_after,
+                "best_epoch": self.best_epoch, "history": [e.__dict__ for e in self.history],
+                "deployable": str(self.deployable) if self.deployable else None,
+                "deployable_reason": self.deployable_reason, "bytes_after": self.bytes_after,
+                "threads": self.threads, "seconds": self.seconds}

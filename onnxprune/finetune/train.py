@@ -1,0 +1,263 @@
+"""The fine-tuning loop: distillation from a teacher's outputs (+ cross-entropy), SGD, cosine schedule.
+
+Contract:
+    requires: a :class:`~onnxprune.finetune.GraphModule` of the student, its training inputs in
+    memory (one input, batch first) with optional integer labels, and a teacher function that
+    maps an input batch to the teacher's first output (the same shape as the student's).
+    guarantees: :func:`train` runs ``config.epochs`` epochs of SGD (momentum, weight decay on
+    every trainable initializer, learning rate ``lr * (1 + cos(pi * step / steps)) / 2`` per
+    step); each epoch's order and augmentation come from ``numpy.random.default_rng([seed, epoch])``,
+    so a run resumed from its checkpoint ends with the same values as one never interrupted. The
+    loss of a batch is ``alpha * T^2 * KL(softmax(t / T) || softmax(s / T)) + (1 - alpha) * CE(s, y)``
+    for 2-D outputs (classification logits; CE only with labels, else the KL term alone) and the
+    mean squared error to the teacher for any other output. After each epoch the checkpoint is
+    written atomically and ``validate`` scores the current values; the returned values are the
+    best-scoring epoch's (the last epoch's without validation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from onnxprune.errors import DataError, PlanError
+from onnxprune.finetune.augment import Augment, augment
+from onnxprune.finetune.interpreter import GraphModule
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_VERSION = 1
+Teacher = Callable[[np.ndarray], np.ndarray]
+Validate = Callable[[Mapping[str, np.ndarray]], "float | None"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training hyper-parameters.
+
+    Attributes:
+        epochs: Passes over the training inputs.
+        batch_size: Samples per step (the last, smaller batch of an epoch is dropped).
+        lr: Peak learning rate (cosine-annealed to 0 over all steps).
+        momentum: SGD momentum.
+        weight_decay: L2 penalty on every trainable initializer.
+        temperature: Distillation temperature ``T``.
+        alpha: Weight of the distillation term; ``1 - alpha`` goes to cross-entropy when labels exist.
+        augment: Per-batch augmentation (:mod:`onnxprune.finetune.augment`).
+        axes: Spatial (height, width) axes of the input batch for the augmentation.
+        seed: Seed of the sample order and augmentation.
+    """
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    temperature: float = 4.0
+    alpha: float = 0.9
+    augment: Augment = "none"
+    axes: tuple[int, int] | None = None
+    seed: int = 0
+
+    def check(self, samples: int) -> None:
+        """Raise DataError/PlanError on settings that cannot train ``samples`` inputs."""
+        if self.epochs < 1 or self.batch_size < 1:
+            raise PlanError(f"--epochs {self.epochs} / --batch-size {self.batch_size}: both must be >= 1")
+        if samples < self.batch_size:
+            raise DataError(f"{samples} training samples are fewer than --batch-size {self.batch_size}; "
+                            "lower --batch-size or give more data")
+        if not (self.lr > 0 and 0 <= self.momentum < 1 and self.weight_decay >= 0 and self.temperature > 0
+                and 0 <= self.alpha <= 1):
+            raise PlanError("need --lr > 0, 0 <= momentum < 1, --weight-decay >= 0, --temperature > 0 and "
+                            "0 <= --alpha <= 1")
+
+
+@dataclass(frozen=True)
+class EpochLog:
+    """One finished epoch: mean losses, validation top-1 (fraction, when scored), learning rate, wall time."""
+
+    epoch: int
+    loss: float
+    distill: float
+    ce: float | None
+    val_top1: float | None
+    lr: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes:
+        values: Trainable initializer name -> best-on-validation value.
+        best_epoch: The epoch ``values`` come from (``-1``: before training scored best).
+        best_top1: Its validation top-1 (fraction), ``None`` without validation.
+        history: Every epoch's log, resumed ones included.
+        resumed_from: The first epoch this call ran (``0`` for a fresh run).
+        initial_top1: Validation top-1 of the values before any training.
+    """
+
+    values: Mapping[str, np.ndarray]
+    best_epoch: int
+    best_top1: float | None
+    history: tuple[EpochLog, ...]
+    resumed_from: int
+    initial_top1: float | None = None
+
+
+def distill_loss(student: Tensor, teacher: Tensor, labels: Tensor | None, config: TrainConfig
+                 ) -> tuple[Tensor, Tensor, Tensor | None]:
+    """(total, distillation term, cross-entropy term) of one batch (see the module contract)."""
+    if student.dim() != 2:
+        kd = F.mse_loss(student, teacher)
+        return kd, kd, None
+    t = config.temperature
+    kd = F.kl_div(F.log_softmax(student / t, dim=1), F.log_softmax(teacher / t, dim=1), log_target=True,
+                  reduction="batchmean") * (t * t)
+    if labels is None:
+        return kd, kd, None
+    ce = F.cross_entropy(student, labels)
+    return config.alpha * kd + (1.0 - config.alpha) * ce, kd, ce
+
+
+def _values(module: GraphModule) -> dict[str, np.ndarray]:
+    return {name: p.detach().numpy().copy() for name, p in module.named_initializers().items()}
+
+
+def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def _identity(module: GraphModule, config: TrainConfig, samples: int) -> dict[str, Any]:
+    shapes = {n: list(p.shape) for n, p in module.named_initializers().items()}
+    return {"config": {**dataclasses.asdict(config), "axes": list(config.axes) if config.axes else None},
+            "samples": samples, "shapes": shapes}
+
+
+def _read_checkpoint(path: Path, identity: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user problem
+        raise DataError(f"cannot read the checkpoint {path.name} ({type(exc).__name__}); delete it or drop "
+                        "--resume") from exc
+    if payload.get("version") != CHECKPOINT_VERSION or payload.get("identity") != dict(identity):
+        raise DataError(f"the checkpoint {path.name} was made with other settings or data; rerun with the "
+                        "same options, or delete it to start over")
+    return payload
+
+
+def train(module: GraphModule, inputs: np.ndarray, labels: np.ndarray | None, teacher: Teacher, config: TrainConfig,
+          *, validate: Validate | None = None, checkpoint: Path | None = None, resume: bool = False,
+          on_step: Callable[[int, int, int, float], None] | None = None,
+          on_epoch: Callable[[EpochLog], None] | None = None) -> TrainResult:
+    """Fine-tune ``module`` in place (see the module contract).
+
+    Args:
+        module: The student (its parameters are trained; hooks, e.g. QAT, stay active).
+        inputs: Training inputs ``(N, ...)`` as the model takes them.
+        labels: Integer labels ``(N,)`` or ``None``.
+        teacher: Input batch -> teacher output batch (e.g. ONNX Runtime on the original model).
+        config: Hyper-parameters.
+        validate: Values -> validation top-1 (fraction) or ``None``; called before training and after each epoch.
+        checkpoint: Where the state is saved after each epoch (``None``: not saved).
+        resume: Continue from ``checkpoint`` (it must exist and match these settings).
+        on_step: Called after each step with (epoch, step, steps per epoch, loss).
+        on_epoch: Called after each epoch with its log.
+    """
+    samples = int(inputs.shape[0])
+    config.check(samples)
+    steps = samples // config.batch_size
+    total = steps * config.epochs
+    optimizer = torch.optim.SGD(module.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    identity = _identity(module, config, samples)
+    history: list[EpochLog] = []
+    start = 0
+    if resume and checkpoint is not None:
+        payload = _read_checkpoint(checkpoint, identity)
+        with torch.no_grad():
+            for name, value in payload["params"].items():
+                module.parameter(name).copy_(value)
+        optimizer.load_state_dict(payload["optimizer"])
+        start, history = payload["epoch"], [EpochLog(**e) for e in payload["history"]]
+        saved, initial = payload["best"], payload["initial"]
+        best = {**saved, "values": {n: t.numpy() for n, t in saved["values"].items()}}
+        logger.info("resuming at epoch %d of %d from %s", start + 1, config.epochs, checkpoint)
+    else:
+        score = validate(_values(module)) if validate is not None else None
+        best = {"epoch": -1, "top1": score, "values": _values(module)}
+        initial = score
+    cached: dict[int, np.ndarray] = {}
+    for epoch in range(start, config.epochs):
+        history.append(_epoch(module, optimizer, inputs, labels, teacher, config, epoch, steps, total, cached, on_step))
+        values = _values(module)
+        top1 = validate(values) if validate is not None else None
+        history[-1] = dataclasses.replace(history[-1], val_top1=top1)
+        if top1 is None or best["top1"] is None or top1 > best["top1"]:
+            best = {"epoch": epoch, "top1": top1, "values": values}
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, {
+                "version": CHECKPOINT_VERSION, "identity": identity, "epoch": epoch + 1, "initial": initial,
+                "params": {n: torch.from_numpy(v) for n, v in values.items()}, "optimizer": optimizer.state_dict(),
+                "best": {**best, "values": {n: torch.from_numpy(v) for n, v in best["values"].items()}},
+                "history": [dataclasses.asdict(e) for e in history]})
+        if on_epoch is not None:
+            on_epoch(history[-1])
+    return TrainResult(values=best["values"], best_epoch=best["epoch"], best_top1=best["top1"],
+                       history=tuple(history), resumed_from=start, initial_top1=initial)
+
+
+def _epoch(module: GraphModule, optimizer: torch.optim.Optimizer, inputs: np.ndarray, labels: np.ndarray | None,
+           teacher: Teacher, config: TrainConfig, epoch: int, steps: int, total: int, cached: dict[int, np.ndarray],
+           on_step: Callable[[int, int, int, float], None] | None) -> EpochLog:
+    """One pass over a seeded permutation of ``inputs``; returns its mean losses."""
+    started = time.perf_counter()
+    rng = np.random.default_rng([config.seed, epoch])
+    order = rng.permutation(inputs.shape[0])
+    sums = np.zeros(3)
+    lr = config.lr
+    module.train()
+    for step in range(steps):
+        index = order[step * config.batch_size:(step + 1) * config.batch_size]
+        batch = augment(inputs[index], config.augment, config.axes, rng)
+        if config.augment == "none":  # same inputs every epoch: the teacher runs once per sample
+            missing = [i for i in index if int(i) not in cached]
+            if missing:
+                for i, row in zip(missing, teacher(inputs[np.asarray(missing)])):
+                    cached[int(i)] = row
+            target = np.stack([cached[int(i)] for i in index])
+        else:
+            target = teacher(batch)
+        lr = config.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch * steps + step) / total))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        student = module(torch.from_numpy(batch))[0]
+        y = torch.from_numpy(labels[index].astype(np.int64)) if labels is not None else None
+        loss, kd, ce = distill_loss(student, torch.from_numpy(np.asarray(target, dtype=np.float32)), y, config)
+        if not torch.isfinite(loss):
+            raise DataError(f"epoch {epoch + 1} step {step + 1}: the loss is not finite; lower --lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        sums += (loss.item(), kd.item(), ce.item() if ce is not None else 0.0)
+        if on_step is not None:
+            on_step(epoch, step, steps, loss.item())
+    mean = sums / steps
+    return EpochLog(epoch=epoch, loss=float(mean[0]), distill=float(mean[1]),
+                    ce=float(mean[2]) if labels is not None else None, val_top1=None, lr=lr,
+                    seconds=time.perf_counter() - started)

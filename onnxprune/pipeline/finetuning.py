@@ -1,0 +1,211 @@
+"""Pipeline: fine-tune (load student + teacher -> data -> [QAT hooks] -> train -> write back -> save).
+
+The student is the pruned ONNX file itself: it is interpreted as a torch module
+(:class:`onnxprune.finetune.GraphModule`), trained by distillation from the teacher's outputs
+(ONNX Runtime on the original model) plus cross-entropy on the labels, and the best-on-validation
+values go back into the student's own initializers. With a bits plan the forward pass is
+fake-quantized (QAT); the written model is then the simulated model at those bits and, where
+ONNX Runtime's quantizer takes it, the deployable QDQ model beside it (``<out>.qdq.onnx``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from onnxprune.errors import DataError, InvalidModel, OnnxPruneError, OutputError
+from onnxprune.evaluate import DataSpec, Runtime, evaluate, open_data
+from onnxprune.evaluate.cost import disk_bytes
+from onnxprune.evaluate.data import ArrayData, check_label_range
+from onnxprune.finetune import GraphModule, write_back
+from onnxprune.finetune.augment import resolve, spatial_axes
+from onnxprune.finetune.qat import project, qat_hooks
+from onnxprune.finetune.train import EpochLog, TrainConfig, train
+from onnxprune.io import save_model
+from onnxprune.load import load
+from onnxprune.quantize import FLOAT, QuantPlan, calibrate, find_layers, simulate
+from onnxprune.quantize.deploy import to_qdq
+from onnxprune.report import FinetuneReport
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneSettings:
+    """What to train on and how.
+
+    Attributes:
+        data: The training file (``.npz`` or image folder) with its preprocessing.
+        val_images: Samples of ``data`` set aside (seeded) to pick the best epoch; the rest train.
+        config: Training hyper-parameters (its ``augment``/``axes`` are resolved from ``augment``).
+        augment: ``auto``, ``none``, ``flip`` or ``crop-flip`` (``auto``: by the preprocessing preset).
+        preset: The ``--preprocess`` preset name (for ``augment=auto``).
+        quant_plan: Bits per layer for quantization-aware training (``None``: float training).
+        calib_images: Training samples the QAT activation ranges are calibrated on.
+        threads: Torch and ONNX Runtime threads (``None``: all).
+        resume: Continue from ``<out>.finetune.pt``.
+    """
+
+    data: DataSpec
+    val_images: int = 5000
+    config: TrainConfig = TrainConfig()
+    augment: str = "auto"
+    preset: str | None = None
+    quant_plan: QuantPlan | None = None
+    calib_images: int = 512
+    threads: int | None = None
+    resume: bool = False
+
+
+def checkpoint_path(output: Path) -> Path:
+    """Where the per-epoch training state is kept: ``out.onnx`` -> ``out.onnx.finetune.pt``."""
+    return output.with_name(output.name + ".finetune.pt")
+
+
+def _arrays(spec: DataSpec, session_inputs: tuple, what: str) -> ArrayData:
+    data = open_data(spec, session_inputs)
+    if not isinstance(data, ArrayData):
+        raise DataError(f"fine-tuning needs {what} as an .npz file or image folder (--data), not a hook")
+    return data
+
+
+def _check_teacher(teacher: Runtime, teacher_model: onnx.ModelProto,
+                   sample: np.ndarray, student_out: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """The teacher function (first output on a batch); raise InvalidModel when it does not fit the student."""
+    session = teacher.create(teacher_model)
+    if len(session.inputs) != 1:
+        raise InvalidModel(f"the teacher has {len(session.inputs)} inputs; it must take the student's one input")
+    name = session.inputs[0].name
+    try:
+        out = session.run({name: sample})[0]
+    except OnnxPruneError as exc:
+        raise InvalidModel(f"the teacher cannot run on the student's inputs ({exc}); pass the model the "
+                           "student was pruned from") from exc
+    if out.shape != student_out.shape:
+        raise InvalidModel(f"the teacher's first output has shape {tuple(out.shape)}, the student's "
+                           f"{tuple(student_out.shape)}; pass the model the student was pruned from")
+    return lambda batch: session.run({name: batch})[0]
+
+
+def _validator(val: ArrayData, runtime: Runtime,
+               finish: Callable[[Mapping[str, np.ndarray]], onnx.ModelProto]) -> Callable[[Mapping[str, np.ndarray]], float | None]:
+    """Values -> top-1 (fraction) of the written-back (and, with QAT, simulated) model on ``val``."""
+    if val.labels is None:
+        return lambda values: None
+
+    def score(values: Mapping[str, np.ndarray]) -> float | None:
+        result = evaluate(runtime.create(finish(values)), val)
+        return result.accuracy.top1 / 100.0 if result.accuracy is not None else None
+    return score
+
+
+def finetune_file(path: str | os.PathLike[str], teacher: str | os.PathLike[str], output: str | os.PathLike[str],
+                  settings: FinetuneSettings, *, on_step: Callable[[int, int, int, float], None] | None = None,
+                  on_epoch: Callable[[EpochLog], None] | None = None) -> FinetuneReport:
+    """Fine-tune the model at ``path`` from ``teacher`` and save it atomically to ``output``.
+
+    Raises:
+        OutputError: ``output`` is the input or the teacher.
+        InvalidModel: the teacher's outputs do not match the student's.
+        DataError: data of the wrong shape, labels out of range, too few samples, a bad checkpoint.
+        UnsupportedInput: an op the interpreter cannot train.
+    """
+    started = time.perf_counter()
+    source, target, teacher_path = Path(path).resolve(), Path(output).resolve(), Path(teacher).resolve()
+    if target in (source, teacher_path):
+        raise OutputError(f"-o {output} is an input model; choose another output path (inputs are never modified)")
+    student = load(source).proto
+    teacher_model = load(teacher_path).proto
+    runtime = Runtime("cpu", settings.threads)
+    inputs = runtime.create(student).inputs
+    if len(inputs) != 1:
+        raise DataError(f"{source.name} has {len(inputs)} inputs; fine-tuning takes single-input models")
+    val_spec = dataclasses.replace(settings.data, val_split=settings.val_images, disjoint_from=None)
+    train_spec = dataclasses.replace(settings.data, val_split=None,
+                                     disjoint_from=(settings.val_images, settings.data.seed))
+    train_data, val_data = _arrays(train_spec, inputs, "training data"), _arrays(val_spec, inputs, "validation data")
+    previous = torch.get_num_threads()
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    try:
+        return _run(source, teacher_path, target, student, teacher_model, train_data, val_data, runtime, settings,
+                    started, on_step, on_epoch)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(source: Path, teacher_path: Path, target: Path, student: onnx.ModelProto, teacher_model: onnx.ModelProto,
+         train_data: ArrayData, val_data: ArrayData, runtime: Runtime, settings: FinetuneSettings, started: float,
+         on_step: Callable[[int, int, int, float], None] | None,
+         on_epoch: Callable[[EpochLog], None] | None) -> FinetuneReport:
+    images, labels = train_data.images, train_data.labels
+    plan = settings.quant_plan
+    layers = {q.node: q for q in find_layers(student)}
+    ranges: dict[str, tuple[float, float]] = {}
+    hooks = {}
+    if plan is not None:
+        plan.check_layers(layers)
+        tensors = sorted({layers[n].activation for n, (_, a) in plan.bits.items() if a != FLOAT})
+        ranges = calibrate(student, {train_data.input_name: images[:settings.calib_images]}, tensors, runtime=runtime)
+        hooks = qat_hooks(layers, plan, ranges)
+    module = GraphModule(student, input_hooks=hooks)
+    probe = images[:2]
+    student_out = module(torch.from_numpy(probe))[0].detach().numpy()
+    teach = _check_teacher(runtime, teacher_model, probe, student_out)
+    if student_out.ndim == 2 and labels is not None:
+        classes = student_out.shape[1]
+        check_label_range(labels, classes, "training data")
+        if val_data.labels is not None:
+            check_label_range(val_data.labels, classes, "validation data")
+    axes = spatial_axes(tuple(images.shape), settings.data.preprocess.layout)
+    config = dataclasses.replace(settings.config, augment=resolve(settings.augment, settings.preset, axes), axes=axes)
+
+    def finish(values: Mapping[str, np.ndarray]) -> onnx.ModelProto:
+        if plan is None:
+            return write_back(student, values)
+        return simulate(write_back(student, project(values, layers, plan)), plan, ranges)
+
+    validate = _validator(val_data, runtime, finish)
+    result = train(module, images, labels, teach, config, validate=validate, checkpoint=checkpoint_path(target),
+                   resume=settings.resume, on_step=on_step, on_epoch=on_epoch)
+    teacher_top1 = _teacher_top1(teacher_model, val_data, runtime)
+    tuned = finish(result.values)
+    tuned.metadata_props.add(key="onnxprune.command", value="finetune")
+    saved = save_model(tuned, target)
+    deployable, why = None, None
+    if plan is not None:
+        deployable, why = _deployable(write_back(student, project(result.values, layers, plan)), plan,
+                                      {train_data.input_name: images[:settings.calib_images]}, target)
+    return FinetuneReport(
+        source=str(source), teacher=str(teacher_path), output=saved, epochs=config.epochs,
+        resumed_from=result.resumed_from, train_samples=int(images.shape[0]), val_samples=int(val_data.images.shape[0]),
+        augment=config.augment, qat=plan is not None, teacher_top1=teacher_top1, top1_before=result.initial_top1,
+        top1_after=result.best_top1, best_epoch=result.best_epoch, history=result.history,
+        deployable=deployable, deployable_reason=why, bytes_after=disk_bytes(saved),
+        threads=torch.get_num_threads(), seconds=time.perf_counter() - started)
+
+
+def _teacher_top1(teacher: onnx.ModelProto, val: ArrayData, runtime: Runtime) -> float | None:
+    if val.labels is None:
+        return None
+    result = evaluate(runtime.create(teacher), val)
+    return result.accuracy.top1 / 100.0 if result.accuracy is not None else None
+
+
+def _deployable(grid_model: onnx.ModelProto, plan: QuantPlan, feeds: Mapping[str, np.ndarray], target: Path
+                ) -> tuple[Path | None, str | None]:
+    """Write the QDQ model of the QAT weights beside ``target`` (or say why not)."""
+    try:
+        result = to_qdq(grid_model, plan, feeds)
+    except OnnxPruneError as exc:
+        logger.warning("no deployable QDQ model: %s", exc)
+        return None, str(exc)
+    return save_model(result.model, target.with_name(f"{target.stem}.qdq.onnx")), None
