@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from onnxprune.errors import OnnxPruneError
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ("analyze", "prune", "quantize", "compress", "eval", "bench", "check", "export_triton",
-                             "report")
+COMMANDS: tuple[str, ...] = ("analyze", "prune", "quantize", "compress", "finetune", "eval", "bench", "check",
+                             "export_triton", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="onnxprune",
         description="Compress exported ONNX models: structured channel pruning with GNN/RL policy search, "
-                    "and int8/int4 or simulated low-bit quantization.")
+                    "int8/int4 or simulated low-bit quantization, and fine-tuning (distillation, QAT) from the ONNX file.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("-v", "--verbose", action="store_true", help="show info logs")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -300,6 +300,7 @@ class FinetuneReport:
         deployable: The QDQ model written beside the output (QAT), if any.
         deployable_reason: Why no QDQ model was written, if so.
         bytes_after: Output size on disk.
+        normalized: Convs normalized while training (folded back into the written weights).
         threads: Torch threads used.
         seconds: Wall time.
     """
@@ -321,12 +322,13 @@ class FinetuneReport:
     deployable: Path | None
     deployable_reason: str | None
     bytes_after: int
+    normalized: int
     threads: int
     seconds: float
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict."""
-        return {"source": self.source, "teacher": self.teacher, "output": str(self.output), "epochs": self.epochs,
+        return {"normalized": self.normalized, "source": self.source, "teacher": self.teacher, "output": str(self.output), "epochs": self.epochs,
                 "resumed_from": self.resumed_from, "train_samples": self.train_samples,
                 "val_samples": self.val_samples, "augment": self.augment, "qat": self.qat,
                 "teacher_top1": self.teacher_top1, "top1_before": self.top1_before, "top1_after": self.top1_after,

@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 #: Per-node input transform (QAT fake-quant): (node, inputs) -> inputs.
 InputHook = Callable[[OpNode, list["Tensor | None"]], list["Tensor | None"]]
+#: Per-node output transform (re-inserted normalization while training): (node, outputs) -> outputs.
+OutputHook = Callable[[OpNode, tuple["Tensor | None", ...]], tuple["Tensor | None", ...]]
 
 
 def default_opset(model: onnx.ModelProto) -> int:
@@ -74,9 +76,12 @@ class GraphModule(nn.Module):
         model: The model (not modified; its initializers are copied into torch tensors).
         input_hooks: Optional node name -> input transform, applied before the node's op
             (quantization-aware training puts fake-quant here).
+        output_hooks: Optional node name -> output transform, applied after the node's op
+            (training-time normalization of folded convolutions goes here).
     """
 
-    def __init__(self, model: onnx.ModelProto, input_hooks: Mapping[str, InputHook] | None = None) -> None:
+    def __init__(self, model: onnx.ModelProto, input_hooks: Mapping[str, InputHook] | None = None,
+                 output_hooks: Mapping[str, OutputHook] | None = None) -> None:
         super().__init__()
         check_supported(model)
         graph = model.graph
@@ -104,6 +109,7 @@ class GraphModule(nn.Module):
         self.input_names = tuple(i.name for i in graph.input if i.name not in initializer_names)
         self.output_names = tuple(o.name for o in graph.output)
         self.input_hooks: Mapping[str, InputHook] = dict(input_hooks or {})
+        self.output_hooks: Mapping[str, OutputHook] = dict(output_hooks or {})
 
     def parameter(self, name: str) -> nn.Parameter:
         """The parameter of the initializer ``name``."""
@@ -126,7 +132,11 @@ class GraphModule(nn.Module):
             hook = self.input_hooks.get(node.name)
             if hook is not None:
                 args = hook(node, args)
-            for out, value in zip(out_names, OPS[node.op_type](node, args)):
+            results = OPS[node.op_type](node, args)
+            post = self.output_hooks.get(node.name)
+            if post is not None:
+                results = post(node, tuple(results))
+            for out, value in zip(out_names, results):
                 if out:
                     env[out] = value
         return tuple(env[o] for o in self.output_names)

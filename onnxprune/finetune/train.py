@@ -134,6 +134,10 @@ def distill_loss(student: Tensor, teacher: Tensor, labels: Tensor | None, config
 
 
 def _values(module: GraphModule) -> dict[str, np.ndarray]:
+    """The trainable initializers' values (normalization folded in when the module carries ``norms``)."""
+    norms = getattr(module, "norms", None)
+    if norms is not None:
+        return norms.folded(module)
     return {name: p.detach().numpy().copy() for name, p in module.named_initializers().items()}
 
 
@@ -144,7 +148,7 @@ def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 
 
 def _identity(module: GraphModule, config: TrainConfig, samples: int) -> dict[str, Any]:
-    shapes = {n: list(p.shape) for n, p in module.named_initializers().items()}
+    shapes = {n: list(p.shape) for n, p in module.state_dict().items()}
     return {"config": {**dataclasses.asdict(config), "axes": list(config.axes) if config.axes else None},
             "samples": samples, "shapes": shapes}
 
@@ -190,9 +194,7 @@ def train(module: GraphModule, inputs: np.ndarray, labels: np.ndarray | None, te
     start = 0
     if resume and checkpoint is not None:
         payload = _read_checkpoint(checkpoint, identity)
-        with torch.no_grad():
-            for name, value in payload["params"].items():
-                module.parameter(name).copy_(value)
+        module.load_state_dict(payload["state"])
         optimizer.load_state_dict(payload["optimizer"])
         start, history = payload["epoch"], [EpochLog(**e) for e in payload["history"]]
         saved, initial = payload["best"], payload["initial"]
@@ -213,7 +215,7 @@ def train(module: GraphModule, inputs: np.ndarray, labels: np.ndarray | None, te
         if checkpoint is not None:
             _save_checkpoint(checkpoint, {
                 "version": CHECKPOINT_VERSION, "identity": identity, "epoch": epoch + 1, "initial": initial,
-                "params": {n: torch.from_numpy(v) for n, v in values.items()}, "optimizer": optimizer.state_dict(),
+                "state": module.state_dict(), "optimizer": optimizer.state_dict(),
                 "best": {**best, "values": {n: torch.from_numpy(v) for n, v in best["values"].items()}},
                 "history": [dataclasses.asdict(e) for e in history]})
         if on_epoch is not None:

@@ -27,6 +27,7 @@ from onnxprune.evaluate.cost import disk_bytes
 from onnxprune.evaluate.data import ArrayData, check_label_range
 from onnxprune.finetune import GraphModule, write_back
 from onnxprune.finetune.augment import resolve, spatial_axes
+from onnxprune.finetune.norm import ConvNorms, eligible_convs
 from onnxprune.finetune.qat import project, qat_hooks
 from onnxprune.finetune.train import EpochLog, TrainConfig, train
 from onnxprune.io import save_model
@@ -52,6 +53,8 @@ class FinetuneSettings:
         calib_images: Training samples the QAT activation ranges are calibrated on.
         threads: Torch and ONNX Runtime threads (``None``: all).
         resume: Continue from ``<out>.finetune.pt``.
+        normalize: Normalize folded Convs' outputs while training (:mod:`onnxprune.finetune.norm`),
+            folded back into their weights; not with ``quant_plan`` (QAT trains the stored weights).
     """
 
     data: DataSpec
@@ -63,6 +66,7 @@ class FinetuneSettings:
     calib_images: int = 512
     threads: int | None = None
     resume: bool = False
+    normalize: bool = True
 
 
 def checkpoint_path(output: Path) -> Path:
@@ -157,7 +161,18 @@ def _run(source: Path, teacher_path: Path, target: Path, student: onnx.ModelProt
         ranges = calibrate(student, {train_data.input_name: images[:settings.calib_images]}, tensors, runtime=runtime)
         hooks = qat_hooks(layers, plan, ranges)
     module = GraphModule(student, input_hooks=hooks)
+    normalized = 0
+    if settings.normalize and plan is None:
+        convs = eligible_convs(student, set(module.param_names))
+        if convs:
+            norms = ConvNorms(convs, {n: module.parameter(w).shape[0] for n, (w, _) in convs.items()})
+            module.add_module("norms", norms)
+            module.output_hooks = norms.hooks()
+            norms.initialize(module, images[:settings.calib_images])
+            normalized = len(convs)
+    logger.info("training-time normalization on %d Convs", normalized)
     probe = images[:2]
+    module.eval()
     student_out = module(torch.from_numpy(probe))[0].detach().numpy()
     teach = _check_teacher(runtime, teacher_model, probe, student_out)
     if student_out.ndim == 2 and labels is not None:
@@ -178,7 +193,8 @@ def _run(source: Path, teacher_path: Path, target: Path, student: onnx.ModelProt
                    resume=settings.resume, on_step=on_step, on_epoch=on_epoch)
     teacher_top1 = _teacher_top1(teacher_model, val_data, runtime)
     tuned = finish(result.values)
-    tuned.metadata_props.add(key="onnxprune.command", value="finetune")
+    _set_metadata(tuned, {"onnxprune.command": "finetune", "onnxprune.finetune": f"{config.epochs} epochs, best "
+                          f"{result.best_epoch + 1}, {'QAT' if plan is not None else 'float'}"})
     saved = save_model(tuned, target)
     deployable, why = None, None
     if plan is not None:
@@ -190,7 +206,16 @@ def _run(source: Path, teacher_path: Path, target: Path, student: onnx.ModelProt
         augment=config.augment, qat=plan is not None, teacher_top1=teacher_top1, top1_before=result.initial_top1,
         top1_after=result.best_top1, best_epoch=result.best_epoch, history=result.history,
         deployable=deployable, deployable_reason=why, bytes_after=disk_bytes(saved),
-        threads=torch.get_num_threads(), seconds=time.perf_counter() - started)
+        normalized=normalized, threads=torch.get_num_threads(), seconds=time.perf_counter() - started)
+
+
+def _set_metadata(model: onnx.ModelProto, values: Mapping[str, str]) -> None:
+    """Set (replace) metadata entries of ``model``."""
+    kept = [p for p in model.metadata_props if p.key not in values]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in values.items():
+        model.metadata_props.add(key=key, value=value)
 
 
 def _teacher_top1(teacher: onnx.ModelProto, val: ArrayData, runtime: Runtime) -> float | None:

@@ -1,0 +1,174 @@
+"""Fine-tuning: one step lowers the loss, QAT weights stay on their grid, resume repeats the run, bad input exits 2.
+
+The student is the bundled digits CNN pruned 60 % (its top-1 collapses), the teacher the bundled
+model itself; data is scikit-learn's digits (no ../shared needed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import helper, numpy_helper
+
+from models.digits import digits_split
+from onnxprune.cli import main
+from onnxprune.errors import DataError
+from onnxprune.evaluate import DataSpec, make_preprocess
+from onnxprune.finetune import GraphModule
+from onnxprune.finetune.augment import augment, resolve, spatial_axes
+from onnxprune.finetune.train import TrainConfig, distill_loss, train
+from onnxprune.pipeline.finetuning import FinetuneSettings, checkpoint_path, finetune_file
+from onnxprune.quantize import find_layers, uniform_plan
+
+ROOT = Path(__file__).resolve().parents[1]
+TEACHER = ROOT / "models" / "digits_cnn.onnx"
+DATA_ARGS = ["--scale", "16", "--layout", "nchw"]
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """digits.npz (train + val of the fixed split) and the pruned student."""
+    work = tmp_path_factory.mktemp("ft")
+    split = digits_split()
+    data = work / "digits.npz"
+    np.savez(data, images=np.concatenate([split.train_images, split.val_images]),
+             labels=np.concatenate([split.train_labels, split.val_labels]))
+    student = work / "student.onnx"
+    assert main(["prune", str(TEACHER), "--ratio", "0.6", "-o", str(student)]) == 0
+    return {"data": data, "student": student, "work": work}
+
+
+def _settings(data: Path, **kw: object) -> FinetuneSettings:
+    config = TrainConfig(epochs=int(kw.pop("epochs", 2)), batch_size=32, lr=0.02, seed=0)
+    return FinetuneSettings(data=DataSpec(path=data, preprocess=make_preprocess(None, scale=16.0, layout="nchw")),
+                            val_images=300, config=config, threads=1, **kw)  # type: ignore[arg-type]
+
+
+def test_one_step_lowers_the_distillation_loss(digits: dict[str, Path]) -> None:
+    student, teacher = GraphModule(onnx.load(digits["student"])), GraphModule(onnx.load(TEACHER))
+    split = digits_split()
+    x = torch.from_numpy((split.train_images[:64, None] / 16.0).astype(np.float32))
+    y = torch.from_numpy(split.train_labels[:64].astype(np.int64))
+    with torch.no_grad():
+        target = teacher(x)[0]
+    config = TrainConfig(lr=0.05)
+    optimizer = torch.optim.SGD(student.parameters(), lr=config.lr, momentum=0.9)
+    before, kd_before, _ = distill_loss(student(x)[0], target, y, config)
+    optimizer.zero_grad()
+    before.backward()
+    optimizer.step()
+    with torch.no_grad():
+        after, kd_after, _ = distill_loss(student(x)[0], target, y, config)
+    assert after.item() < before.item() and kd_after.item() < kd_before.item()
+
+
+def test_finetune_recovers_accuracy_and_only_changes_numbers(digits: dict[str, Path]) -> None:
+    out = digits["work"] / "tuned.onnx"
+    report = finetune_file(digits["student"], TEACHER, out, _settings(digits["data"], epochs=3))
+    assert report.top1_before is not None and report.top1_before < 0.5
+    assert report.top1_after is not None and report.top1_after > 0.8  # the pruned model collapses to ~12 %
+    original, tuned = onnx.load(digits["student"]), onnx.load(out)
+    onnx.checker.check_model(tuned, full_check=True)
+    assert [(n.name, n.op_type, list(n.input)) for n in original.graph.node] == \
+           [(n.name, n.op_type, list(n.input)) for n in tuned.graph.node]
+    assert [(i.name, tuple(i.dims), i.data_type) for i in original.graph.initializer] == \
+           [(i.name, tuple(i.dims), i.data_type) for i in tuned.graph.initializer]
+    conv = original.graph.node[0].input[1]
+    w0 = numpy_helper.to_array(next(i for i in original.graph.initializer if i.name == conv))
+    w1 = numpy_helper.to_array(next(i for i in tuned.graph.initializer if i.name == conv))
+    assert not np.allclose(w0, w1)
+    assert checkpoint_path(out.resolve()).exists()
+
+
+def test_qat_weights_stay_on_their_grid(digits: dict[str, Path]) -> None:
+    layers = [q for q in find_layers(onnx.load(digits["student"]))]
+    plan = uniform_plan([q.node for q in layers], 4, 8)
+    out = digits["work"] / "qat.onnx"
+    report = finetune_file(digits["student"], TEACHER, out, _settings(digits["data"], epochs=1, quant_plan=plan))
+    tuned = onnx.load(out)
+    inits = {i.name: numpy_helper.to_array(i) for i in tuned.graph.initializer}
+    for layer in layers:
+        w = np.moveaxis(inits[layer.weight], layer.axis, 0).reshape(inits[layer.weight].shape[layer.axis], -1)
+        assert max(len(np.unique(row)) for row in w) <= 16, layer.node
+    assert report.qat and report.deployable is not None and report.deployable.exists()
+    onnx.checker.check_model(onnx.load(report.deployable))
+    assert any(n.op_type == "DequantizeLinear" for n in onnx.load(report.deployable).graph.node)
+
+
+def test_resume_after_an_interrupt_repeats_the_run(digits: dict[str, Path], tmp_path: Path) -> None:
+    split = digits_split()
+    x = (split.train_images[:256, None] / 16.0).astype(np.float32)
+    y = split.train_labels[:256]
+    teacher_module = GraphModule(onnx.load(TEACHER))
+
+    def teacher(batch: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return teacher_module(torch.from_numpy(batch))[0].numpy()
+
+    config = TrainConfig(epochs=3, batch_size=32, lr=0.02, augment="crop-flip", axes=(2, 3), seed=3)
+    full = train(GraphModule(onnx.load(digits["student"])), x, y, teacher, config, checkpoint=tmp_path / "a.pt")
+
+    def stop(log: object) -> None:
+        if getattr(log, "epoch") == 0:
+            raise KeyboardInterrupt
+
+    ckpt = tmp_path / "b.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train(GraphModule(onnx.load(digits["student"])), x, y, teacher, config, checkpoint=ckpt, on_epoch=stop)
+    resumed = train(GraphModule(onnx.load(digits["student"])), x, y, teacher, config, checkpoint=ckpt, resume=True)
+    assert resumed.resumed_from == 1 and len(resumed.history) == 3
+    for name, value in full.values.items():
+        np.testing.assert_allclose(resumed.values[name], value, rtol=0, atol=1e-6)
+    other = TrainConfig(epochs=4, batch_size=32, lr=0.02, augment="crop-flip", axes=(2, 3), seed=3)
+    with pytest.raises(DataError, match="other settings"):
+        train(GraphModule(onnx.load(digits["student"])), x, y, teacher, other, checkpoint=ckpt, resume=True)
+
+
+def test_augment_is_seeded_and_keeps_shape() -> None:
+    batch = np.random.default_rng(0).normal(size=(8, 3, 32, 32)).astype(np.float32)
+    axes = spatial_axes(batch.shape, None)
+    assert axes == (2, 3) and spatial_axes((8, 32, 32, 3), None) == (1, 2) and spatial_axes((8, 10), None) is None
+    a = augment(batch, "crop-flip", axes, np.random.default_rng(1))
+    b = augment(batch, "crop-flip", axes, np.random.default_rng(1))
+    assert a.shape == batch.shape and a.dtype == batch.dtype and np.array_equal(a, b) and not np.array_equal(a, batch)
+    flipped = augment(batch, "flip", axes, np.random.default_rng(2))
+    for i in range(8):
+        assert np.array_equal(flipped[i], batch[i]) or np.array_equal(flipped[i], batch[i, :, :, ::-1])
+    assert resolve("auto", "cifar", axes) == "crop-flip" and resolve("auto", None, axes) == "none"
+    with pytest.raises(DataError):
+        resolve("crop-flip", "cifar", None)
+
+
+def _other_teacher(path: Path) -> Path:
+    """A model with the student's input but 5 outputs per sample instead of 10."""
+    w = numpy_helper.from_array(np.ones((5, 64), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Flatten", ["input"], ["f"]),
+                               helper.make_node("Gemm", ["f", "w"], ["logits"], transB=1)], "t",
+                              [helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["N", 1, 8, 8])],
+                              [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["N", 5])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_bad_input_exits_2_with_one_line(digits: dict[str, Path], tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["finetune", str(digits["student"]), "--epochs", "1", "--val-images", "100", *DATA_ARGS]
+    wrong_shape, bad_labels = tmp_path / "shape.npz", tmp_path / "labels.npz"
+    np.savez(wrong_shape, images=np.zeros((400, 7, 7), np.uint8), labels=np.zeros(400, np.int64))
+    split = digits_split()
+    np.savez(bad_labels, images=split.train_images, labels=split.train_labels + 10)
+    cases = [
+        (["--teacher", str(_other_teacher(tmp_path / "t.onnx")), "--data", str(digits["data"])], "teacher"),
+        (["--teacher", str(TEACHER), "--data", str(wrong_shape)], "shape"),
+        (["--teacher", str(TEACHER), "--data", str(bad_labels)], "out of range"),
+    ]
+    for extra, word in cases:
+        out = tmp_path / "o.onnx"
+        assert main([*base, *extra, "-o", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and word in err and "Traceback" not in err, err
+        assert not out.exists()
