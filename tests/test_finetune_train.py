@@ -172,3 +172,56 @@ def test_bad_input_exits_2_with_one_line(digits: dict[str, Path], tmp_path: Path
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and word in err and "Traceback" not in err, err
         assert not out.exists()
+
+
+def test_normalized_training_folds_back_exactly(digits: dict[str, Path]) -> None:
+    from onnxprune.finetune import write_back
+    from onnxprune.finetune.norm import ConvNorms, eligible_convs
+    from onnxprune.evaluate import Runtime
+
+    model = onnx.load(digits["student"])
+    module = GraphModule(model)
+    convs = eligible_convs(model, set(module.param_names))
+    assert convs  # the digits CNN's Convs carry their own weight and bias
+    norms = ConvNorms(convs, {n: module.parameter(w).shape[0] for n, (w, _) in convs.items()})
+    module.add_module("norms", norms)
+    module.output_hooks = norms.hooks()
+    split = digits_split()
+    x = (split.train_images[:128, None] / 16.0).astype(np.float32)
+    reference = GraphModule(model)(torch.from_numpy(x))[0].detach().numpy()
+    norms.initialize(module, x)
+    module.eval()
+    np.testing.assert_allclose(module(torch.from_numpy(x))[0].detach().numpy(), reference, rtol=1e-4, atol=1e-4)
+    module.train()
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.05, momentum=0.9)
+    for _ in range(3):
+        loss = module(torch.from_numpy(x))[0].square().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    module.eval()
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x))[0].numpy()
+    written = write_back(model, norms.folded(module))
+    got = Runtime("cpu", 1).create(written).run({"input": x} if written.graph.input[0].name == "input"
+                                               else {written.graph.input[0].name: x})[0]
+    assert not np.allclose(got, reference, atol=1e-3)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_compress_finetune_epochs_tunes_the_written_model(digits: dict[str, Path], tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    out, report = tmp_path / "c.onnx", tmp_path / "c.json"
+    args = ["compress", str(TEACHER), "--target", "0.6", "--agent", "uniform", "--data", str(digits["data"]),
+            *DATA_ARGS, "--finetune-epochs", "2", "--finetune-val-images", "300", "--finetune-batch-size", "32",
+            "--finetune-lr", "0.02", "--threads", "1", "-o", str(out), "--json", str(report)]
+    assert main(args) == 0
+    run = json.loads(report.read_text())
+    assert (tmp_path / "c.searched.onnx").exists() and out.exists()
+    assert run["finetune"]["output"] == str(out.resolve()) and len(run["finetune"]["history"]) == 2
+    assert run["finetune"]["top1_after"] > run["finetune"]["top1_before"] + 0.2  # the 60 % cut collapses
+    capsys.readouterr()
+    assert main([*args[:-4], "--quantize", "-o", str(tmp_path / "q.onnx")]) == 2
+    assert "--quant-plan" in capsys.readouterr().err

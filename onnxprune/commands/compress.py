@@ -17,6 +17,10 @@ from onnxprune.commands._tables import cost_table
 from onnxprune.commands._repair_options import add_repair_options, repair_mode
 from onnxprune.commands._model_options import add_input_shape_option, parse_input_shapes
 from onnxprune.commands.eval import data_spec
+from onnxprune.commands.finetune import add_training_options, run_training, settings_from
+from onnxprune.commands.finetune import summary as finetune_summary
+from onnxprune.commands.finetune import table as finetune_table
+from onnxprune.report import FinetuneReport
 from onnxprune.pipeline.compressing import CompressReport
 from onnxprune.pipeline.pruning import RepairSettings
 from onnxprune.errors import DataError, OutputError, PlanError
@@ -109,6 +113,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="ONNX Runtime intra-op threads (default: every CPU to score candidates; every CPU but "
                              "one, at least 1, to time the --metric/--reward latency table, for repeatable timings)")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the report as JSON")
+    parser.add_argument("--finetune-epochs", type=int, default=0, metavar="N",
+                        help="fine-tune the written model N epochs by distillation from the input (see `onnxprune "
+                             "finetune`); the searched model is kept as <out>.searched.onnx")
+    parser.add_argument("--finetune-data", type=Path, default=None, metavar="FILE",
+                        help="training images for --finetune-epochs (default: --data)")
+    add_training_options(parser, prefix="finetune-")
     parser.add_argument("--report", type=Path, default=None, metavar="HTML",
                         help="write a self-contained HTML report (summary, per-group widths, search curve, "
                              "candidates, reproduce); `onnxprune report` makes one from a --json file later")
@@ -202,6 +212,30 @@ def _joint(args: argparse.Namespace) -> JointSettings | None:
                          keep_float=tuple(k.strip() for k in args.keep_float.split(",") if k.strip()))
 
 
+def _check_finetune(args: argparse.Namespace) -> None:
+    if args.finetune_epochs < 0:
+        raise PlanError(f"--finetune-epochs {args.finetune_epochs}: give 0 (no fine-tuning) or more")
+    if not args.finetune_epochs:
+        return
+    if args.quantize:
+        raise PlanError("--finetune-epochs does not combine with --quantize yet; run `onnxprune finetune "
+                        "--quant-plan bits.json` on the pruned float model instead")
+    if getattr(args, "triton_repo", None) is not None:
+        raise PlanError("--finetune-epochs does not combine with --triton-repo; fine-tune first, then run "
+                        "`onnxprune export-triton` on the tuned model")
+    if (args.finetune_data or args.data) is None:
+        raise DataError("--finetune-epochs needs training images: pass --finetune-data or --data")
+
+
+def _finetune(args: argparse.Namespace, report: CompressReport, console: Console) -> FinetuneReport:
+    settings = settings_from(args, args.finetune_data or args.data, args.finetune_epochs, prefix="finetune_")
+    tuned = run_training(report.output, Path(args.model), report.output, settings,
+                         runner=pipeline.finetune_compressed)
+    console.print(finetune_table(tuned))
+    console.print(finetune_summary(tuned))
+    return tuned
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the search and print the report."""
     target = _fraction(args.target)
@@ -212,6 +246,7 @@ def run(args: argparse.Namespace) -> int:
     if args.report is not None and not args.report.resolve().parent.is_dir():
         raise OutputError(f"--report {args.report}: folder {args.report.parent} does not exist; create it first")
     deploy = deploy_options(args, args.output)
+    _check_finetune(args)
     data = _data(args)
     console = Console()
     if data is None:
@@ -256,8 +291,9 @@ def run(args: argparse.Namespace) -> int:
     if report.triton_dir is not None:
         console.print(f"wrote Triton model {report.triton_dir} (config.pbtxt, 1/model.onnx)")
     report = dataclasses.replace(report, command=("onnxprune", *getattr(args, "argv", ())))
+    tuned = _finetune(args, report, console) if args.finetune_epochs else None
     if args.json is not None:
-        write_json_atomic(args.json, report.to_json())
+        write_json_atomic(args.json, {**report.to_json(), "finetune": tuned.to_json() if tuned else None})
     if args.report is not None:
         console.print(f"wrote report {pipeline.write_report([report.to_json()], args.report, labels=[report.output.name])}")
     return 0

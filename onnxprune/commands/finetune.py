@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -66,7 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def settings_from(args: argparse.Namespace, data: Path, epochs: int, prefix: str = "") -> FinetuneSettings:
+def settings_from(args: argparse.Namespace, data: Path, epochs: int, prefix: str = "", *, resume: bool = False,
+                  quant_plan: Path | None = None) -> FinetuneSettings:
     """FinetuneSettings from parsed options (``prefix``: ``finetune_`` for compress's copies)."""
     def opt(name: str):  # noqa: ANN202 - argparse values
         return getattr(args, prefix + name)
@@ -78,12 +80,16 @@ def settings_from(args: argparse.Namespace, data: Path, epochs: int, prefix: str
     return FinetuneSettings(data=DataSpec(path=data, preprocess=preprocess, seed=args.seed),
                             val_images=opt("val_images"), config=config, augment=opt("augment"),
                             preset=args.preprocess, threads=args.threads,
-                            quant_plan=QuantPlan.read(str(args.quant_plan)) if getattr(args, "quant_plan", None) else None,
-                            resume=getattr(args, "resume", False))
+                            quant_plan=QuantPlan.read(str(quant_plan)) if quant_plan else None, resume=resume)
 
 
-def run_training(model: Path, teacher: Path, output: Path, settings: FinetuneSettings) -> FinetuneReport:
-    """Fine-tune with a progress bar (loss and validation top-1)."""
+def run_training(model: Path, teacher: Path, output: Path, settings: FinetuneSettings, *,
+                 runner: Callable[..., FinetuneReport] | None = None) -> FinetuneReport:
+    """Fine-tune with a progress bar (loss and validation top-1).
+
+    ``runner``: ``pipeline.finetune_compressed`` (called as ``runner(output, teacher, settings, ...)``)
+    to tune a compress result in place; default :func:`finetune_file` of ``model``.
+    """
     epochs = settings.config.epochs
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[info]}"), disable=not Console(stderr=True).is_terminal) as progress:
@@ -99,6 +105,8 @@ def run_training(model: Path, teacher: Path, output: Path, settings: FinetuneSet
                 last["val"] = f" | val top-1 {100 * log.val_top1:.2f} %"
             progress.update(task, completed=log.epoch + 1)
 
+        if runner is not None:
+            return runner(output, teacher, settings, on_step=on_step, on_epoch=on_epoch)
         return finetune_file(model, teacher, output, settings, on_step=on_step, on_epoch=on_epoch)
 
 
@@ -125,7 +133,7 @@ def summary(report: FinetuneReport) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = settings_from(args, args.data, args.epochs)
+    settings = settings_from(args, args.data, args.epochs, resume=args.resume, quant_plan=args.quant_plan)
     report = run_training(args.model, args.teacher, args.output, settings)
     console = Console()
     console.print(table(report))

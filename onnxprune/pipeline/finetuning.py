@@ -209,6 +209,21 @@ def _run(source: Path, teacher_path: Path, target: Path, student: onnx.ModelProt
         normalized=normalized, threads=torch.get_num_threads(), seconds=time.perf_counter() - started)
 
 
+def searched_path(output: Path) -> Path:
+    """Where ``compress --finetune-epochs`` keeps the searched model before tuning: ``out.onnx`` -> ``out.searched.onnx``."""
+    return output.with_name(f"{output.stem}.searched.onnx")
+
+
+def finetune_compressed(output: str | os.PathLike[str], source: str | os.PathLike[str], settings: FinetuneSettings,
+                        **callbacks: Callable) -> FinetuneReport:
+    """Fine-tune ``compress``'s written model in place of it: the searched model moves to
+    :func:`searched_path`, the tuned one (teacher: ``source``) is written at ``output``."""
+    target = Path(output).resolve()
+    searched = searched_path(target)
+    os.replace(target, searched)
+    return finetune_file(searched, source, target, settings, **callbacks)
+
+
 def _set_metadata(model: onnx.ModelProto, values: Mapping[str, str]) -> None:
     """Set (replace) metadata entries of ``model``."""
     kept = [p for p in model.metadata_props if p.key not in values]
