@@ -218,8 +218,8 @@ def _check_finetune(args: argparse.Namespace) -> None:
     if not args.finetune_epochs:
         return
     if args.quantize:
-        raise PlanError("--finetune-epochs does not combine with --quantize yet; run `onnxprune finetune "
-                        "--quant-plan bits.json` on the pruned float model instead")
+        raise PlanError("--finetune-epochs does not combine with --quantize yet; after the search run `onnxprune "
+                        "finetune <out>.float.onnx --quant-plan <out>.bits.json` (both written by --quantize)")
     if getattr(args, "triton_repo", None) is not None:
         raise PlanError("--finetune-epochs does not combine with --triton-repo; fine-tune first, then run "
                         "`onnxprune export-triton` on the tuned model")
@@ -288,6 +288,8 @@ def run(args: argparse.Namespace) -> int:
             console.print(f"wrote deployable QDQ model {q['deployable']} ({size}; int8/int4 as ONNX Runtime stores them)")
         else:
             console.print(f"no deployable QDQ model: {q.get('deployable_reason')}")
+        console.print(f"pruned float model {q['float_model']} and bits plan {q['bits_plan']} "
+                      "(for `onnxprune finetune --quant-plan`)")
     if report.triton_dir is not None:
         console.print(f"wrote Triton model {report.triton_dir} (config.pbtxt, 1/model.onnx)")
     report = dataclasses.replace(report, command=("onnxprune", *getattr(args, "argv", ())))

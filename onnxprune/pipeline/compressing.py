@@ -25,6 +25,7 @@ from onnxprune.analyze import cost as analyze_cost
 from onnxprune.analyze.importance import weight_importance
 from onnxprune.analyze.types import Analysis
 from onnxprune.errors import DataError, OutputError, PlanError
+from onnxprune.quantize import QuantPlan
 from onnxprune.search.bits import JOINT_METRICS, PRUNE_METRIC
 from onnxprune.evaluate import DataSpec, Runtime, evaluate, open_data, timing_threads
 from onnxprune.evaluate.cost import disk_bytes
@@ -258,6 +259,9 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     if quantize is not None:  # the float model and plan go to the deployable-model hook; the simulated one is written
         deployed = deployable_hook(chosen, best.plan, target_path, source, calib, joint,  # type: ignore[arg-type]
                                    threads=runtime.threads if runtime else None)
+        float_path = save_model(chosen, target_path.with_name(f"{target_path.stem}.float.onnx"), proto_limit=proto_limit)
+        bits_path = target_path.with_name(f"{target_path.stem}.bits.json")
+        write_json_atomic(bits_path, QuantPlan(dict(best.plan.bits)).to_json())
         chosen = quantize(best.plan, chosen)
         # written as scored: simplifying would fold BatchNorm into the grid-valued weights (off their grid)
         deploy = dataclasses.replace(deploy, simplify=False)
@@ -274,7 +278,8 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
         path, stored, why = deployed
         quant["quant"] = {**quant["quant"], "deployable": str(path) if path else None, "deployable_reason": why,
                           "deployable_bits": {k: list(v) for k, v in stored.items()},
-                          "deployable_bytes": disk_bytes(path) if path else None}
+                          "deployable_bytes": disk_bytes(path) if path else None,
+                          "float_model": str(float_path), "bits_plan": str(bits_path)}
     latency_ms = ((space.measure(space.sizes, "latency"), space.measure(best.keeps, "latency"))
                   if space.latency is not None else None)
     widths = tuple(GroupWidth(id=gid, before=size, after=keep)

@@ -11,6 +11,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from onnxprune.quantize import QuantPlan
+
 from models.export import export_onnx
 from models.zoo import zoo_entries
 from onnxprune.analyze import analyze
@@ -86,6 +88,11 @@ def test_joint_search_meets_the_bops_target(tmp_path: Path, resnet20: Path, tiny
     assert {tuple(v) for v in quant["deployable_bits"].values()} <= {(8, 8), (4, 8), (4, 32)}
     qs = ort.InferenceSession(quant["deployable"], providers=["CPUExecutionProvider"])
     assert qs.run(None, {qs.get_inputs()[0].name: np.zeros((1, 3, 32, 32), np.float32)})[0].shape == (1, 10)
+    # the pruned float model and its bits plan, for `onnxprune finetune --quant-plan` (QAT)
+    assert QuantPlan.read(quant["bits_plan"]).bits == {k: tuple(v) for k, v in plan["bits"].items()}
+    float_model = onnx.load(quant["float_model"])
+    assert not any(n.op_type == "Round" for n in float_model.graph.node)
+    assert {n.name for n in float_model.graph.node} >= set(plan["bits"])
 
 
 def test_joint_bytes_target_and_reproducible(tmp_path: Path, resnet20: Path, tiny_npz: Path) -> None:
