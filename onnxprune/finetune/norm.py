@@ -27,7 +27,7 @@ Contract:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import onnx
@@ -36,6 +36,8 @@ from torch import Tensor, nn
 
 from onnxprune.finetune.interpreter import GraphModule, OutputHook
 from onnxprune.finetune.opnode import OpNode
+from onnxprune.finetune.qat import fake_quant_weight
+from onnxprune.quantize import FLOAT
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +67,11 @@ class ConvNorms(nn.Module):
         channels: Conv node name -> output channels.
     """
 
-    def __init__(self, convs: Mapping[str, tuple[str, str]], channels: Mapping[str, int]) -> None:
+    def __init__(self, convs: Mapping[str, tuple[str, str]], channels: Mapping[str, int],
+                 weight_bits: Mapping[str, int] | None = None) -> None:
         super().__init__()
         self.convs = dict(convs)
+        self.weight_bits = {n: b for n, b in (weight_bits or {}).items() if n in self.convs and b != FLOAT}
         self.keys = {name: f"n{i}" for i, name in enumerate(self.convs)}
         self._names = {key: name for name, key in self.keys.items()}
         self.gamma = nn.ParameterDict({k: nn.Parameter(torch.ones(channels[n])) for n, k in self.keys.items()})
@@ -79,10 +83,30 @@ class ConvNorms(nn.Module):
         self._sums: dict[str, list[Tensor]] = {}
         self._undo: dict[str, Tensor] = {}  # weight -> factor that restores the unscaled output while measuring
 
+    def _k(self, key: str) -> Tensor:
+        return self.gamma[key] / torch.sqrt(getattr(self, f"var_{key}") + EPS)
+
+    def input_hooks(self) -> dict[str, Callable[[OpNode, list[Tensor | None]], list[Tensor | None]]]:
+        """QAT: input hooks putting each quantized Conv's folded weight on its grid (see ``weight_bits``)."""
+        def make(name: str, key: str, bits: int) -> Callable[[OpNode, list[Tensor | None]], list[Tensor | None]]:
+            def hook(_node: OpNode, args: list[Tensor | None]) -> list[Tensor | None]:
+                if self.measuring:
+                    return args
+                out, k = list(args), self._k(key)
+                out[1] = fake_quant_weight(args[1] * k.view(-1, *([1] * (args[1].dim() - 1))), bits, 0)
+                out[2] = args[2] * k
+                return out
+            return hook
+        return {name: make(name, self.keys[name], bits) for name, bits in self.weight_bits.items()}
+
     def _hook(self, key: str) -> OutputHook:
+        folded_input = self._names[key] in self.weight_bits
+
         def hook(_node: OpNode, outputs: tuple[Tensor | None, ...]) -> tuple[Tensor | None, ...]:
             y = outputs[0]
             dims = [0, *range(2, y.dim())]
+            if folded_input and not self.measuring:
+                y = y / self._k(key).view(1, -1, *([1] * (y.dim() - 2)))
             if self.measuring:
                 with torch.no_grad():
                     part = self._sums.setdefault(key, [torch.zeros(y.shape[1], dtype=torch.float64)] * 3)

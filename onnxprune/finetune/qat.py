@@ -55,13 +55,16 @@ def fake_quant_activation(x: Tensor, bits: int, lo: float, hi: float) -> Tensor:
     return clipped + (q - clipped).detach()
 
 
-def qat_hooks(layers: Mapping[str, QuantLayer], plan: QuantPlan, ranges: ActivationRanges) -> dict[str, InputHook]:
+def qat_hooks(layers: Mapping[str, QuantLayer], plan: QuantPlan, ranges: ActivationRanges,
+              weights_elsewhere: frozenset[str] = frozenset()) -> dict[str, InputHook]:
     """Node name -> fake-quant input hook for every layer ``plan`` quantizes.
 
     Args:
         layers: The model's quantizable layers by node name (:func:`onnxprune.quantize.find_layers`).
         plan: Bits per layer (checked against ``layers`` by the caller).
         ranges: Activation tensor -> calibrated ``(lo, hi)``.
+        weights_elsewhere: Layers whose weight another hook quantizes (the training-time
+            normalization quantizes the folded weight); only their activation is handled here.
     """
     hooks: dict[str, InputHook] = {}
     for name, (w_bits, a_bits) in sorted(plan.bits.items()):
@@ -69,6 +72,8 @@ def qat_hooks(layers: Mapping[str, QuantLayer], plan: QuantPlan, ranges: Activat
             continue
         layer = layers[name]
         span = ranges[layer.activation] if a_bits != FLOAT else None
+        if name in weights_elsewhere:
+            w_bits = FLOAT
 
         def hook(_node: OpNode, args: list[Tensor | None], layer: QuantLayer = layer, w_bits: int = w_bits,
                  a_bits: int = a_bits, span: tuple[float, float] | None = span) -> list[Tensor | None]:

@@ -54,7 +54,7 @@ class FinetuneSettings:
         threads: Torch and ONNX Runtime threads (``None``: all).
         resume: Continue from ``<out>.finetune.pt``.
         normalize: Normalize folded Convs' outputs while training (:mod:`onnxprune.finetune.norm`),
-            folded back into their weights; not with ``quant_plan`` (QAT trains the stored weights).
+            folded back into their weights (with ``quant_plan``: the folded weights are fake-quantized).
     """
 
     data: DataSpec
@@ -146,6 +146,39 @@ def finetune_file(path: str | os.PathLike[str], teacher: str | os.PathLike[str],
         torch.set_num_threads(previous)
 
 
+def student_module(student: onnx.ModelProto, plan: QuantPlan | None, input_name: str, calib: np.ndarray,
+                   normalize: bool, runtime: Runtime) -> tuple[GraphModule, dict[str, tuple[float, float]], int]:
+    """The trainable module of ``student``: QAT hooks for ``plan``, training-time normalization of folded Convs.
+
+    Returns:
+        The module, the calibrated activation ranges (QAT) and how many Convs are normalized.
+    """
+    layers = {q.node: q for q in find_layers(student)}
+    ranges: dict[str, tuple[float, float]] = {}
+    if plan is not None:
+        plan.check_layers(layers)
+        tensors = sorted({layers[n].activation for n, (_, a) in plan.bits.items() if a != FLOAT})
+        ranges = calibrate(student, {input_name: calib}, tensors, runtime=runtime)
+    trainable = {name for name in GraphModule(student).param_names}
+    convs = eligible_convs(student, trainable) if normalize else {}
+    bits = {n: plan.of(n)[0] for n in convs} if plan is not None else {}
+    norms = None
+    if convs:
+        shapes = {i.name: tuple(i.dims) for i in student.graph.initializer}
+        norms = ConvNorms(convs, {n: shapes[w][0] for n, (w, _) in convs.items()}, weight_bits=bits)
+    hooks = qat_hooks(layers, plan, ranges, frozenset(norms.weight_bits) if norms else frozenset()) if plan else {}
+    if norms is not None:
+        for name, inner in norms.input_hooks().items():
+            outer = hooks.get(name)
+            hooks[name] = inner if outer is None else (lambda node, args, o=outer, i=inner: i(node, o(node, args)))
+    module = GraphModule(student, input_hooks=hooks, output_hooks=norms.hooks() if norms else None)
+    if norms is not None:
+        module.add_module("norms", norms)
+        norms.initialize(module, calib)
+    logger.info("training-time normalization on %d Convs (%d with QAT on the folded weight)", len(convs), len(bits))
+    return module, ranges, len(convs)
+
+
 def _run(source: Path, teacher_path: Path, target: Path, student: onnx.ModelProto, teacher_model: onnx.ModelProto,
          train_data: ArrayData, val_data: ArrayData, runtime: Runtime, settings: FinetuneSettings, started: float,
          on_step: Callable[[int, int, int, float], None] | None,
@@ -153,24 +186,8 @@ def _run(source: Path, teacher_path: Path, target: Path, student: onnx.ModelProt
     images, labels = train_data.images, train_data.labels
     plan = settings.quant_plan
     layers = {q.node: q for q in find_layers(student)}
-    ranges: dict[str, tuple[float, float]] = {}
-    hooks = {}
-    if plan is not None:
-        plan.check_layers(layers)
-        tensors = sorted({layers[n].activation for n, (_, a) in plan.bits.items() if a != FLOAT})
-        ranges = calibrate(student, {train_data.input_name: images[:settings.calib_images]}, tensors, runtime=runtime)
-        hooks = qat_hooks(layers, plan, ranges)
-    module = GraphModule(student, input_hooks=hooks)
-    normalized = 0
-    if settings.normalize and plan is None:
-        convs = eligible_convs(student, set(module.param_names))
-        if convs:
-            norms = ConvNorms(convs, {n: module.parameter(w).shape[0] for n, (w, _) in convs.items()})
-            module.add_module("norms", norms)
-            module.output_hooks = norms.hooks()
-            norms.initialize(module, images[:settings.calib_images])
-            normalized = len(convs)
-    logger.info("training-time normalization on %d Convs", normalized)
+    module, ranges, normalized = student_module(student, plan, train_data.input_name, images[:settings.calib_images],
+                                                settings.normalize, runtime)
     probe = images[:2]
     module.eval()
     student_out = module(torch.from_numpy(probe))[0].detach().numpy()
