@@ -303,6 +303,7 @@ class FinetuneReport:
         normalized: Convs normalized while training (folded back into the written weights).
         threads: Torch threads used.
         seconds: Wall time.
+        device: Where torch trained (``cpu`` or ``cuda``).
     """
 
     source: str
@@ -325,10 +326,12 @@ class FinetuneReport:
     normalized: int
     threads: int
     seconds: float
+    device: str = "cpu"
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict."""
-        return {"normalized": self.normalized, "source": self.source, "teacher": self.teacher, "output": str(self.output), "epochs": self.epochs,
+        return {"normalized": self.normalized, "source": self.source, "teacher": self.teacher,
+                "output": str(self.output), "epochs": self.epochs, "device": self.device,
                 "resumed_from": self.resumed_from, "train_samples": self.train_samples,
                 "val_samples": self.val_samples, "augment": self.augment, "qat": self.qat,
                 "teacher_top1": self.teacher_top1, "top1_before": self.top1_before, "top1_after": self.top1_after,

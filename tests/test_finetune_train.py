@@ -174,6 +174,24 @@ def test_bad_input_exits_2_with_one_line(digits: dict[str, Path], tmp_path: Path
         assert not out.exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this torch sees a GPU: --device cuda would train")
+def test_device_cuda_without_a_gpu_exits_2_with_the_fix(digits: dict[str, Path], tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "o.onnx"
+    assert main(["finetune", str(digits["student"]), "--teacher", str(TEACHER), "--data", str(digits["data"]),
+                 *DATA_ARGS, "--epochs", "1", "--device", "cuda", "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--device cuda" in err and "--device cpu" in err, err
+    assert not out.exists()
+
+
+def test_auto_device_trains_where_torch_runs(digits: dict[str, Path]) -> None:
+    out = digits["work"] / "auto.onnx"
+    report = finetune_file(digits["student"], TEACHER, out, _settings(digits["data"], epochs=1, device="auto"))
+    assert report.device == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert report.to_json()["device"] == report.device and out.exists()
+
+
 def test_normalized_training_folds_back_exactly(digits: dict[str, Path]) -> None:
     from onnxprune.finetune import write_back
     from onnxprune.finetune.norm import ConvNorms, eligible_convs
@@ -222,6 +240,27 @@ def test_compress_finetune_epochs_tunes_the_written_model(digits: dict[str, Path
     assert (tmp_path / "c.searched.onnx").exists() and out.exists()
     assert run["finetune"]["output"] == str(out.resolve()) and len(run["finetune"]["history"]) == 2
     assert run["finetune"]["top1_after"] > run["finetune"]["top1_before"] + 0.2  # the 60 % cut collapses
-    capsys.readouterr()
-    assert main([*args[:-4], "--quantize", "-o", str(tmp_path / "q.onnx")]) == 2
-    assert "--quant-plan" in capsys.readouterr().err
+
+
+def test_compress_quantize_finetune_epochs_runs_qat_at_the_searched_bits(digits: dict[str, Path],
+                                                                         tmp_path: Path) -> None:
+    import json
+
+    from onnxprune.quantize import FLOAT, QuantPlan
+
+    out, report = tmp_path / "q.onnx", tmp_path / "q.json"
+    assert main(["compress", str(TEACHER), "--quantize", "--metric", "bops", "--target", "0.9", "--agent", "uniform",
+                 "--w-bits", "4", "--a-bits", "8", "--data", str(digits["data"]), *DATA_ARGS, "--val-split", "200",
+                 "--finetune-epochs", "1", "--finetune-val-images", "300", "--finetune-batch-size", "32",
+                 "--finetune-lr", "0.02", "--threads", "1", "-o", str(out), "--json", str(report)]) == 0
+    run = json.loads(report.read_text())
+    assert run["finetune"]["qat"] and run["finetune"]["source"] == str((tmp_path / "q.float.onnx").resolve())
+    assert (tmp_path / "q.searched.onnx").exists() and run["finetune"]["output"] == str(out.resolve())
+    plan = QuantPlan.read(str(tmp_path / "q.bits.json"))
+    tuned = onnx.load(out)
+    inits = {i.name: numpy_helper.to_array(i) for i in tuned.graph.initializer}
+    quantized = [q for q in find_layers(onnx.load(tmp_path / "q.float.onnx")) if plan.of(q.node)[0] != FLOAT]
+    assert quantized
+    for layer in quantized:  # the tuned simulated model's weights lie on their 4-bit grids
+        w = np.moveaxis(inits[layer.weight], layer.axis, 0).reshape(inits[layer.weight].shape[layer.axis], -1)
+        assert max(len(np.unique(row)) for row in w) <= 2 ** plan.of(layer.node)[0], layer.node

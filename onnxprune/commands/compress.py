@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -107,15 +108,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"with --data and a repair: repair the N best candidates on all of --calib and keep "
                              f"the best-scoring one (1..{TOP_EPISODES}, default {TOP_EPISODES})")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="execution provider that scores candidates and times the latency table: CUDA when "
-                             "onnxruntime-gpu and a GPU are present (auto)")
+                        help="execution provider that scores candidates and times the latency table, and where "
+                             "--finetune-epochs trains: CUDA when onnxruntime-gpu (torch: a CUDA build) and a GPU "
+                             "are present (auto)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="ONNX Runtime intra-op threads (default: every CPU to score candidates; every CPU but "
                              "one, at least 1, to time the --metric/--reward latency table, for repeatable timings)")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the report as JSON")
     parser.add_argument("--finetune-epochs", type=int, default=0, metavar="N",
                         help="fine-tune the written model N epochs by distillation from the input (see `onnxprune "
-                             "finetune`); the searched model is kept as <out>.searched.onnx")
+                             "finetune`); the searched model is kept as <out>.searched.onnx; with --quantize: "
+                             "quantization-aware training of <out>.float.onnx at the searched bits")
     parser.add_argument("--finetune-data", type=Path, default=None, metavar="FILE",
                         help="training images for --finetune-epochs (default: --data)")
     add_training_options(parser, prefix="finetune-")
@@ -217,9 +220,6 @@ def _check_finetune(args: argparse.Namespace) -> None:
         raise PlanError(f"--finetune-epochs {args.finetune_epochs}: give 0 (no fine-tuning) or more")
     if not args.finetune_epochs:
         return
-    if args.quantize:
-        raise PlanError("--finetune-epochs does not combine with --quantize yet; after the search run `onnxprune "
-                        "finetune <out>.float.onnx --quant-plan <out>.bits.json` (both written by --quantize)")
     if getattr(args, "triton_repo", None) is not None:
         raise PlanError("--finetune-epochs does not combine with --triton-repo; fine-tune first, then run "
                         "`onnxprune export-triton` on the tuned model")
@@ -229,8 +229,13 @@ def _check_finetune(args: argparse.Namespace) -> None:
 
 def _finetune(args: argparse.Namespace, report: CompressReport, console: Console) -> FinetuneReport:
     settings = settings_from(args, args.finetune_data or args.data, args.finetune_epochs, prefix="finetune_")
-    tuned = run_training(report.output, Path(args.model), report.output, settings,
-                         runner=pipeline.finetune_compressed)
+    runner = functools.partial(pipeline.finetune_compressed, quantized=report.quant is not None)
+    tuned = run_training(report.output, Path(args.model), report.output, settings, runner=runner)
+    if tuned.qat:
+        console.print(f"quantization-aware training of {Path(tuned.source).name} at the searched bits; the searched "
+                      f"simulated model is kept as {pipeline.searched_path(report.output).name}")
+        console.print(f"deployable QDQ model of the tuned weights: {tuned.deployable}" if tuned.deployable
+                      else f"no deployable QDQ model: {tuned.deployable_reason}")
     console.print(finetune_table(tuned))
     console.print(finetune_summary(tuned))
     return tuned

@@ -62,6 +62,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="quantization-aware training at these bits (a bits plan, e.g. from compress --quantize)")
     parser.add_argument("--resume", action="store_true", help="continue from <output>.finetune.pt")
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="torch and ONNX Runtime threads")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where torch trains: CUDA when torch sees a GPU, else CPU (auto); the teacher and "
+                             "validation run in ONNX Runtime, on CUDA too where onnxruntime-gpu is installed")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split, order and augmentation")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the report as JSON")
     parser.set_defaults(run=run)
@@ -80,7 +83,8 @@ def settings_from(args: argparse.Namespace, data: Path, epochs: int, prefix: str
     return FinetuneSettings(data=DataSpec(path=data, preprocess=preprocess, seed=args.seed),
                             val_images=opt("val_images"), config=config, augment=opt("augment"),
                             preset=args.preprocess, threads=args.threads,
-                            quant_plan=QuantPlan.read(str(quant_plan)) if quant_plan else None, resume=resume)
+                            quant_plan=QuantPlan.read(str(quant_plan)) if quant_plan else None, resume=resume,
+                            device=getattr(args, "device", "auto") or "auto")
 
 
 def run_training(model: Path, teacher: Path, output: Path, settings: FinetuneSettings, *,
@@ -114,7 +118,7 @@ def table(report: FinetuneReport) -> Table:
     """Per-epoch losses and validation top-1."""
     out = Table(title=f"finetune {Path(report.source).name} -> {report.output.name}"
                       f"{' (QAT)' if report.qat else ''}: {report.train_samples:,} training images, "
-                      f"augment {report.augment}, {report.threads} threads")
+                      f"augment {report.augment}, {report.device}, {report.threads} threads")
     for col in ("epoch", "loss", "distill", "CE", "val top-1 %", "lr", "s"):
         out.add_column(col, justify="right")
     for e in report.history:

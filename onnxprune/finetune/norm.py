@@ -109,7 +109,7 @@ class ConvNorms(nn.Module):
                 y = y / self._k(key).view(1, -1, *([1] * (y.dim() - 2)))
             if self.measuring:
                 with torch.no_grad():
-                    part = self._sums.setdefault(key, [torch.zeros(y.shape[1], dtype=torch.float64)] * 3)
+                    part = self._sums.setdefault(key, [torch.zeros(y.shape[1], dtype=torch.float64, device=y.device)] * 3)
                     count = y.numel() / y.shape[1]
                     self._sums[key] = [part[0] + count, part[1] + y.double().sum(dims),
                                        part[2] + (y.double() ** 2).sum(dims)]
@@ -149,10 +149,11 @@ class ConvNorms(nn.Module):
                 b.div_(norm)
                 self._undo[weight] = norm.clone()
         self.measuring, self._sums = True, {}
+        key0 = next(iter(self.keys.values()))
         try:
             with torch.no_grad():
                 for start in range(0, inputs.shape[0], batch):
-                    module(torch.from_numpy(inputs[start:start + batch]))
+                    module(torch.from_numpy(inputs[start:start + batch]).to(self.gamma[key0].device))
         finally:
             self.measuring = False
         with torch.no_grad():
@@ -169,14 +170,15 @@ class ConvNorms(nn.Module):
 
     def folded(self, module: GraphModule) -> dict[str, np.ndarray]:
         """Every trainable initializer's value with the normalization folded into its Conv."""
-        values = {name: p.detach().numpy().copy() for name, p in module.named_initializers().items()}
+        values = {name: p.detach().cpu().numpy().copy() for name, p in module.named_initializers().items()}
         with torch.no_grad():
             for name, key in self.keys.items():
                 weight, bias = self.convs[name]
-                mean = getattr(self, f"mean_{key}").double()
-                k = (self.gamma[key].double() / torch.sqrt(getattr(self, f"var_{key}").double() + EPS)).numpy()
+                mean = getattr(self, f"mean_{key}").detach().cpu().double()
+                k = (self.gamma[key].detach().cpu().double()
+                     / torch.sqrt(getattr(self, f"var_{key}").detach().cpu().double() + EPS)).numpy()
                 w = values[weight].astype(np.float64)
                 values[weight] = (w * k.reshape(-1, *([1] * (w.ndim - 1)))).astype(values[weight].dtype)
-                b = (values[bias].astype(np.float64) - mean.numpy()) * k + self.beta[key].double().numpy()
+                b = (values[bias].astype(np.float64) - mean.numpy()) * k + self.beta[key].detach().cpu().double().numpy()
                 values[bias] = b.astype(values[bias].dtype)
         return values

@@ -27,12 +27,12 @@ def shape(node: OpNode, inputs: Sequence[Tensor | None]) -> Outputs:
     """ONNX Shape (``start``/``end``)."""
     dims = list(inputs[0].shape)
     start, end = node.attr("start", 0), node.attr("end", None)
-    return (torch.tensor(dims[start:end], dtype=torch.int64),)
+    return (torch.tensor(dims[start:end], dtype=torch.int64, device=inputs[0].device),)
 
 
 def size(node: OpNode, inputs: Sequence[Tensor | None]) -> Outputs:  # noqa: ARG001 - table signature
     """ONNX Size."""
-    return (torch.tensor(inputs[0].numel(), dtype=torch.int64),)
+    return (torch.tensor(inputs[0].numel(), dtype=torch.int64, device=inputs[0].device),)
 
 
 def transpose(node: OpNode, inputs: Sequence[Tensor | None]) -> Outputs:
@@ -213,7 +213,7 @@ def constant_of_shape(node: OpNode, inputs: Sequence[Tensor | None]) -> Outputs:
     """ONNX ConstantOfShape (default: float 0)."""
     value = node.attr("value", None)
     fill = torch.from_numpy(np.array(value)).reshape(-1) if value is not None else torch.zeros(1)
-    return (fill.expand(ints(inputs[0])).clone(),)
+    return (fill.to(inputs[0].device).expand(ints(inputs[0])).clone(),)
 
 
 def cast(node: OpNode, inputs: Sequence[Tensor | None]) -> Outputs:

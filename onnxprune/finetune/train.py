@@ -12,7 +12,9 @@ Contract:
     for 2-D outputs (classification logits; CE only with labels, else the KL term alone) and the
     mean squared error to the teacher for any other output. After each epoch the checkpoint is
     written atomically and ``validate`` scores the current values; the returned values are the
-    best-scoring epoch's (the last epoch's without validation).
+    best-scoring epoch's (the last epoch's without validation). Training runs on ``device`` (the
+    module is moved there; inputs stay in host memory and go over batch by batch); the values
+    returned and checkpointed are host (numpy / CPU) copies, so a run resumes on either device.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from onnxprune.errors import DataError, PlanError
+from onnxprune.errors import DataError, PlanError, RuntimeUnavailable
 from onnxprune.finetune.augment import Augment, augment
 from onnxprune.finetune.interpreter import GraphModule
 
@@ -118,6 +120,24 @@ class TrainResult:
     initial_top1: float | None = None
 
 
+def torch_device(requested: str) -> torch.device:
+    """The torch device for ``--device`` ``auto`` (CUDA when torch sees a GPU, else CPU), ``cpu`` or ``cuda``.
+
+    Raises:
+        RuntimeUnavailable: ``cuda`` without a CUDA build of torch and a visible GPU, or an unknown name.
+    """
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cpu":
+        return torch.device("cpu")
+    if requested == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeUnavailable("--device cuda: this torch sees no GPU (a CPU build, or no driver); install a "
+                                     "CUDA build of torch or use --device cpu")
+        return torch.device("cuda")
+    raise RuntimeUnavailable(f"unknown device '{requested}' for training; use auto, cpu or cuda")
+
+
 def distill_loss(student: Tensor, teacher: Tensor, labels: Tensor | None, config: TrainConfig
                  ) -> tuple[Tensor, Tensor, Tensor | None]:
     """(total, distillation term, cross-entropy term) of one batch (see the module contract)."""
@@ -138,7 +158,7 @@ def _values(module: GraphModule) -> dict[str, np.ndarray]:
     norms = getattr(module, "norms", None)
     if norms is not None:
         return norms.folded(module)
-    return {name: p.detach().numpy().copy() for name, p in module.named_initializers().items()}
+    return {name: p.detach().cpu().numpy().copy() for name, p in module.named_initializers().items()}
 
 
 def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
@@ -168,7 +188,7 @@ def _read_checkpoint(path: Path, identity: Mapping[str, Any]) -> dict[str, Any]:
 def train(module: GraphModule, inputs: np.ndarray, labels: np.ndarray | None, teacher: Teacher, config: TrainConfig,
           *, validate: Validate | None = None, checkpoint: Path | None = None, resume: bool = False,
           on_step: Callable[[int, int, int, float], None] | None = None,
-          on_epoch: Callable[[EpochLog], None] | None = None) -> TrainResult:
+          on_epoch: Callable[[EpochLog], None] | None = None, device: torch.device | str = "cpu") -> TrainResult:
     """Fine-tune ``module`` in place (see the module contract).
 
     Args:
@@ -182,9 +202,12 @@ def train(module: GraphModule, inputs: np.ndarray, labels: np.ndarray | None, te
         resume: Continue from ``checkpoint`` (it must exist and match these settings).
         on_step: Called after each step with (epoch, step, steps per epoch, loss).
         on_epoch: Called after each epoch with its log.
+        device: Where the module trains (see :func:`torch_device`); it is left there.
     """
     samples = int(inputs.shape[0])
     config.check(samples)
+    device = torch.device(device)
+    module.to(device)
     steps = samples // config.batch_size
     total = steps * config.epochs
     optimizer = torch.optim.SGD(module.parameters(), lr=config.lr, momentum=config.momentum,
@@ -206,7 +229,8 @@ def train(module: GraphModule, inputs: np.ndarray, labels: np.ndarray | None, te
         initial = score
     cached: dict[int, np.ndarray] = {}
     for epoch in range(start, config.epochs):
-        history.append(_epoch(module, optimizer, inputs, labels, teacher, config, epoch, steps, total, cached, on_step))
+        history.append(_epoch(module, optimizer, inputs, labels, teacher, config, epoch, steps, total, cached, on_step,
+                              device))
         values = _values(module)
         top1 = validate(values) if validate is not None else None
         history[-1] = dataclasses.replace(history[-1], val_top1=top1)
@@ -226,7 +250,7 @@ def train(module: GraphModule, inputs: np.ndarray, labels: np.ndarray | None, te
 
 def _epoch(module: GraphModule, optimizer: torch.optim.Optimizer, inputs: np.ndarray, labels: np.ndarray | None,
            teacher: Teacher, config: TrainConfig, epoch: int, steps: int, total: int, cached: dict[int, np.ndarray],
-           on_step: Callable[[int, int, int, float], None] | None) -> EpochLog:
+           on_step: Callable[[int, int, int, float], None] | None, device: torch.device) -> EpochLog:
     """One pass over a seeded permutation of ``inputs``; returns its mean losses."""
     started = time.perf_counter()
     rng = np.random.default_rng([config.seed, epoch])
@@ -248,9 +272,10 @@ def _epoch(module: GraphModule, optimizer: torch.optim.Optimizer, inputs: np.nda
         lr = config.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch * steps + step) / total))
         for group in optimizer.param_groups:
             group["lr"] = lr
-        student = module(torch.from_numpy(batch))[0]
-        y = torch.from_numpy(labels[index].astype(np.int64)) if labels is not None else None
-        loss, kd, ce = distill_loss(student, torch.from_numpy(np.asarray(target, dtype=np.float32)), y, config)
+        student = module(torch.from_numpy(batch).to(device))[0]
+        y = torch.from_numpy(labels[index].astype(np.int64)).to(device) if labels is not None else None
+        teach = torch.from_numpy(np.asarray(target, dtype=np.float32)).to(device)
+        loss, kd, ce = distill_loss(student, teach, y, config)
         if not torch.isfinite(loss):
             raise DataError(f"epoch {epoch + 1} step {step + 1}: the loss is not finite; lower --lr")
         optimizer.zero_grad(set_to_none=True)

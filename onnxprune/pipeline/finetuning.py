@@ -29,7 +29,7 @@ from onnxprune.finetune import GraphModule, write_back
 from onnxprune.finetune.augment import resolve, spatial_axes
 from onnxprune.finetune.norm import ConvNorms, eligible_convs
 from onnxprune.finetune.qat import project, qat_hooks
-from onnxprune.finetune.train import EpochLog, TrainConfig, train
+from onnxprune.finetune.train import EpochLog, TrainConfig, torch_device, train
 from onnxprune.io import save_model
 from onnxprune.load import load
 from onnxprune.quantize import FLOAT, QuantPlan, calibrate, find_layers, simulate
@@ -55,6 +55,8 @@ class FinetuneSettings:
         resume: Continue from ``<out>.finetune.pt``.
         normalize: Normalize folded Convs' outputs while training (:mod:`onnxprune.finetune.norm`),
             folded back into their weights (with ``quant_plan``: the folded weights are fake-quantized).
+        device: ``auto`` (CUDA when torch sees a GPU, else CPU), ``cpu`` or ``cuda``: where torch trains;
+            the teacher and the validation run in ONNX Runtime on the same kind of device where it can.
     """
 
     data: DataSpec
@@ -67,6 +69,7 @@ class FinetuneSettings:
     threads: int | None = None
     resume: bool = False
     normalize: bool = True
+    device: str = "auto"
 
 
 def checkpoint_path(output: Path) -> Path:
@@ -126,9 +129,10 @@ def finetune_file(path: str | os.PathLike[str], teacher: str | os.PathLike[str],
     source, target, teacher_path = Path(path).resolve(), Path(output).resolve(), Path(teacher).resolve()
     if target in (source, teacher_path):
         raise OutputError(f"-o {output} is an input model; choose another output path (inputs are never modified)")
+    device = torch_device(settings.device)
     student = load(source).proto
     teacher_model = load(teacher_path).proto
-    runtime = Runtime("cpu", settings.threads)
+    runtime = Runtime("auto" if device.type == "cuda" else "cpu", settings.threads)
     inputs = runtime.create(student).inputs
     if len(inputs) != 1:
         raise DataError(f"{source.name} has {len(inputs)} inputs; fine-tuning takes single-input models")
@@ -140,8 +144,8 @@ def finetune_file(path: str | os.PathLike[str], teacher: str | os.PathLike[str],
     if settings.threads:
         torch.set_num_threads(settings.threads)
     try:
-        return _run(source, teacher_path, target, student, teacher_model, train_data, val_data, runtime, settings,
-                    started, on_step, on_epoch)
+        return _run(source, teacher_path, target, student, teacher_model, train_data, val_data, runtime,
+                    dataclasses.replace(settings, device=device.type), started, on_step, on_epoch)
     finally:
         torch.set_num_threads(previous)
 
@@ -207,7 +211,7 @@ def _run(source: Path, teacher_path: Path, target: Path, student: onnx.ModelProt
 
     validate = _validator(val_data, runtime, finish)
     result = train(module, images, labels, teach, config, validate=validate, checkpoint=checkpoint_path(target),
-                   resume=settings.resume, on_step=on_step, on_epoch=on_epoch)
+                   resume=settings.resume, on_step=on_step, on_epoch=on_epoch, device=settings.device)
     teacher_top1 = _teacher_top1(teacher_model, val_data, runtime)
     tuned = finish(result.values)
     _set_metadata(tuned, {"onnxprune.command": "finetune", "onnxprune.finetune": f"{config.epochs} epochs, best "
@@ -223,7 +227,8 @@ def _run(source: Path, teacher_path: Path, target: Path, student: onnx.ModelProt
         augment=config.augment, qat=plan is not None, teacher_top1=teacher_top1, top1_before=result.initial_top1,
         top1_after=result.best_top1, best_epoch=result.best_epoch, history=result.history,
         deployable=deployable, deployable_reason=why, bytes_after=disk_bytes(saved),
-        normalized=normalized, threads=torch.get_num_threads(), seconds=time.perf_counter() - started)
+        normalized=normalized, threads=torch.get_num_threads(), seconds=time.perf_counter() - started,
+        device=settings.device)
 
 
 def searched_path(output: Path) -> Path:
@@ -232,13 +237,29 @@ def searched_path(output: Path) -> Path:
 
 
 def finetune_compressed(output: str | os.PathLike[str], source: str | os.PathLike[str], settings: FinetuneSettings,
-                        **callbacks: Callable) -> FinetuneReport:
-    """Fine-tune ``compress``'s written model in place of it: the searched model moves to
-    :func:`searched_path`, the tuned one (teacher: ``source``) is written at ``output``."""
+                        *, quantized: bool = False, **callbacks: Callable) -> FinetuneReport:
+    """Fine-tune ``compress``'s written model in place of it (teacher: ``source``).
+
+    The searched model moves to :func:`searched_path` and the tuned one is written at ``output``.
+    With ``quantized`` (``compress --quantize``) the student is the pruned float model
+    ``<out>.float.onnx`` trained with QAT at the bits of ``<out>.bits.json``: ``output`` becomes the
+    tuned simulated model and ``<out>.qdq.onnx`` the deployable model of the tuned weights.
+
+    Raises:
+        OutputError: ``quantized`` and the float model or bits plan is missing.
+    """
     target = Path(output).resolve()
     searched = searched_path(target)
+    student = searched
+    if quantized:
+        student = target.with_name(f"{target.stem}.float.onnx")
+        bits = target.with_name(f"{target.stem}.bits.json")
+        if not (student.exists() and bits.exists()):
+            raise OutputError(f"{student.name} / {bits.name} not found beside {target.name}; rerun compress "
+                              "--quantize (it writes both)")
+        settings = dataclasses.replace(settings, quant_plan=QuantPlan.read(str(bits)))
     os.replace(target, searched)
-    return finetune_file(searched, source, target, settings, **callbacks)
+    return finetune_file(student, source, target, settings, **callbacks)
 
 
 def _set_metadata(model: onnx.ModelProto, values: Mapping[str, str]) -> None:
