@@ -149,6 +149,8 @@ class CompressReport:
         accuracy_unrepaired: The chosen candidate's searched score (percent) when a repair followed.
         repair_seconds: Time of the final repair and re-ranking.
         finalists: ``(episode, searched %, repaired %)`` of each finalist re-ranked by the final repair.
+        finalist_files: With ``save_finalists``: the finalists' finished models, best-scoring first
+            (the first is ``output``), for per-finalist fine-tuning.
         agmc_pool: The ``agmc`` encoder's graph pooling (``mean`` / ``diffpool``), ``None`` for other agents.
         provider: The ONNX Runtime execution provider that scored the candidates (``None``: data-free).
         round_to: Kept channel counts are multiples of this (where a group has more channels).
@@ -200,6 +202,7 @@ class CompressReport:
     run: RunInfo | None = None
     command: tuple[str, ...] = ()
     versions: tuple[tuple[str, str], ...] = ()
+    finalist_files: tuple[Path, ...] = ()
 
     @property
     def achieved(self) -> float:
@@ -232,7 +235,7 @@ class CompressReport:
                 "opset": self.opset.to_json() if self.opset else None,
                 "frozen": [g.__dict__ for g in self.frozen], "history": [e.__dict__ for e in self.history],
                 "run": self.run.__dict__ if self.run else None, "command": list(self.command),
-                "versions": dict(self.versions)}
+                "versions": dict(self.versions), "finalist_files": [str(f) for f in self.finalist_files]}
 
 
 @dataclass(frozen=True)
@@ -339,3 +342,24 @@ class FinetuneReport:
                 "deployable": str(self.deployable) if self.deployable else None,
                 "deployable_reason": self.deployable_reason, "bytes_after": self.bytes_after,
                 "threads": self.threads, "seconds": self.seconds}
+
+
+@dataclass(frozen=True)
+class FinalistTuning:
+    """``compress --finetune-candidates``: each finalist's short tune and the one tuned in full.
+
+    Attributes:
+        files: The finalists' models (the searched ``-o`` model first).
+        short: Each finalist's short-tune report, in ``files`` order.
+        chosen: Position in ``files`` of the finalist with the best validation top-1 after its short tune.
+    """
+
+    files: tuple[Path, ...]
+    short: tuple[FinetuneReport, ...]
+    chosen: int
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {"chosen": self.chosen, "chosen_file": str(self.files[self.chosen]),
+                "candidates": [{"file": str(f), "epochs": r.epochs, "top1_before": r.top1_before,
+                                "top1_after": r.top1_after} for f, r in zip(self.files, self.short)]}

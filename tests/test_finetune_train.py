@@ -264,3 +264,48 @@ def test_compress_quantize_finetune_epochs_runs_qat_at_the_searched_bits(digits:
     for layer in quantized:  # the tuned simulated model's weights lie on their 4-bit grids
         w = np.moveaxis(inits[layer.weight], layer.axis, 0).reshape(inits[layer.weight].shape[layer.axis], -1)
         assert max(len(np.unique(row)) for row in w) <= 2 ** plan.of(layer.node)[0], layer.node
+
+
+def test_finetune_candidates_short_tunes_each_finalist_and_tunes_the_best(digits: dict[str, Path],
+                                                                          tmp_path: Path) -> None:
+    import json
+
+    out, report = tmp_path / "f.onnx", tmp_path / "f.json"
+    assert main(["compress", str(TEACHER), "--target", "0.5", "--agent", "random", "--episodes", "4",
+                 "--data", str(digits["data"]), *DATA_ARGS, "--val-split", "200", "--finalists", "3",
+                 "--finetune-epochs", "1", "--finetune-candidates", "3", "--finetune-val-images", "300",
+                 "--finetune-batch-size", "32", "--finetune-lr", "0.02", "--threads", "1", "-o", str(out),
+                 "--json", str(report)]) == 0
+    run = json.loads(report.read_text())
+    cands = run["finetune_candidates"]["candidates"]
+    files = [Path(c["file"]) for c in cands]
+    assert len(cands) == 3 and files[0] == out.resolve() and all(f.exists() for f in files[1:])
+    assert [f.name for f in files[1:]] == ["f.finalist1.onnx", "f.finalist2.onnx"]
+    chosen = run["finetune_candidates"]["chosen"]
+    afters = [c["top1_after"] for c in cands]
+    assert afters[chosen] == max(afters)
+    expected = (tmp_path / "f.searched.onnx") if chosen == 0 else files[chosen]
+    assert run["finetune"]["source"] == str(expected.resolve()) and (tmp_path / "f.searched.onnx").exists()
+    assert not list(tmp_path.glob("*.tmp.onnx*"))
+    for f in files[1:]:  # every finalist is a finished, valid model of another plan
+        onnx.checker.check_model(onnx.load(f))
+    plans = {_plan(f) for f in (tmp_path / "f.searched.onnx", *files[1:])}
+    assert len(plans) == 3
+
+
+def _plan(path: Path) -> str:
+    return next(p.value for p in onnx.load(path).metadata_props if p.key == "onnxprune.plan")
+
+
+def test_finetune_candidates_bad_values_exit_2(digits: dict[str, Path], tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["compress", str(TEACHER), "--target", "0.5", "--data", str(digits["data"]), *DATA_ARGS,
+            "-o", str(tmp_path / "x.onnx")]
+    for extra, word in ((["--finetune-candidates", "2"], "--finetune-epochs"),
+                        (["--finetune-epochs", "1", "--finetune-candidates", "9"], "--finalists"),
+                        (["--finetune-epochs", "1", "--finetune-candidates", "2", "--quantize", "--metric", "bops"],
+                         "--quantize")):
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and word in err, err
+        assert not (tmp_path / "x.onnx").exists()

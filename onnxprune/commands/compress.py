@@ -21,7 +21,8 @@ from onnxprune.commands.eval import data_spec
 from onnxprune.commands.finetune import add_training_options, run_training, settings_from
 from onnxprune.commands.finetune import summary as finetune_summary
 from onnxprune.commands.finetune import table as finetune_table
-from onnxprune.report import FinetuneReport
+from onnxprune.pipeline.finetuning import FinetuneSettings
+from onnxprune.report import FinalistTuning, FinetuneReport
 from onnxprune.pipeline.compressing import CompressReport
 from onnxprune.pipeline.pruning import RepairSettings
 from onnxprune.errors import DataError, OutputError, PlanError
@@ -122,6 +123,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--finetune-data", type=Path, default=None, metavar="FILE",
                         help="training images for --finetune-epochs (default: --data)")
     add_training_options(parser, prefix="finetune-")
+    parser.add_argument("--finetune-candidates", type=int, default=1, metavar="K",
+                        help="with --finetune-epochs: give the K best finalists (<= --finalists) a short tune "
+                             "each and fine-tune the one with the best validation top-1 after it (default 1: "
+                             "only the searched best); the others stay as <out>.finalist<k>.onnx")
+    parser.add_argument("--finetune-candidate-epochs", type=int, default=1, metavar="E",
+                        help="epochs of each finalist's short tune (default 1)")
     parser.add_argument("--report", type=Path, default=None, metavar="HTML",
                         help="write a self-contained HTML report (summary, per-group widths, search curve, "
                              "candidates, reproduce); `onnxprune report` makes one from a --json file later")
@@ -219,18 +226,41 @@ def _check_finetune(args: argparse.Namespace) -> None:
     if args.finetune_epochs < 0:
         raise PlanError(f"--finetune-epochs {args.finetune_epochs}: give 0 (no fine-tuning) or more")
     if not args.finetune_epochs:
+        if args.finetune_candidates != 1:
+            raise PlanError("--finetune-candidates needs --finetune-epochs N (the full tune of the chosen finalist)")
         return
     if getattr(args, "triton_repo", None) is not None:
         raise PlanError("--finetune-epochs does not combine with --triton-repo; fine-tune first, then run "
                         "`onnxprune export-triton` on the tuned model")
     if (args.finetune_data or args.data) is None:
         raise DataError("--finetune-epochs needs training images: pass --finetune-data or --data")
+    if not 1 <= args.finetune_candidates <= args.finalists:
+        raise PlanError(f"--finetune-candidates {args.finetune_candidates}: choose between 1 and --finalists "
+                        f"({args.finalists})")
+    if args.finetune_candidates > 1 and args.quantize:
+        raise PlanError("--finetune-candidates does not combine with --quantize yet; drop one of them")
+    if args.finetune_candidate_epochs < 1:
+        raise PlanError(f"--finetune-candidate-epochs {args.finetune_candidate_epochs}: give 1 or more")
 
 
-def _finetune(args: argparse.Namespace, report: CompressReport, console: Console) -> FinetuneReport:
+def _finetune(args: argparse.Namespace, report: CompressReport, console: Console
+              ) -> tuple[FinetuneReport, FinalistTuning | None]:
     settings = settings_from(args, args.finetune_data or args.data, args.finetune_epochs, prefix="finetune_")
     runner = functools.partial(pipeline.finetune_compressed, quantized=report.quant is not None)
+    picked: list[FinalistTuning] = []
+    if len(report.finalist_files) > 1:
+        console.print(f"short tune ({args.finetune_candidate_epochs} epoch(s)) of {len(report.finalist_files)} "
+                      "finalists, then the best one in full")
+
+        def runner(output: Path, teacher: Path, settings: FinetuneSettings, **callbacks: Any) -> FinetuneReport:
+            final, tuning = pipeline.finetune_finalists(output, teacher, report.finalist_files, settings,
+                                                        short_epochs=args.finetune_candidate_epochs, **callbacks)
+            picked.append(tuning)
+            return final
     tuned = run_training(report.output, Path(args.model), report.output, settings, runner=runner)
+    tuning = picked[0] if picked else None
+    if tuning is not None:
+        console.print(_candidates_table(tuning))
     if tuned.qat:
         console.print(f"quantization-aware training of {Path(tuned.source).name} at the searched bits; the searched "
                       f"simulated model is kept as {pipeline.searched_path(report.output).name}")
@@ -238,7 +268,17 @@ def _finetune(args: argparse.Namespace, report: CompressReport, console: Console
                       else f"no deployable QDQ model: {tuned.deployable_reason}")
     console.print(finetune_table(tuned))
     console.print(finetune_summary(tuned))
-    return tuned
+    return tuned, tuning
+
+
+def _candidates_table(tuning: FinalistTuning) -> Table:
+    out = Table(title="--finetune-candidates: validation top-1 % after each finalist's short tune")
+    for col in ("finalist", "file", "before", "after", ""):
+        out.add_column(col, justify="right")
+    for k, (path, rep) in enumerate(zip(tuning.files, tuning.short)):
+        pct = [f"{100 * v:.2f}" if v is not None else "-" for v in (rep.top1_before, rep.top1_after)]
+        out.add_row(str(k), Path(path).name, *pct, "tuned in full" if k == tuning.chosen else "")
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -277,7 +317,7 @@ def run(args: argparse.Namespace) -> int:
             resume=args.resume, on_episode=on_episode, warmup=args.warmup, policy=args.policy, repair=repair,
             finalists=args.finalists, latency_threads=args.threads,
             input_shapes=parse_input_shapes(args.input_shape), deploy=deploy, agmc_pool=args.agmc_pool,
-            joint=joint)
+            joint=joint, save_finalists=args.finetune_candidates if args.finetune_epochs else 0)
     console.print(_table(report))
     console.print(_widths(report))
     if report.quant is not None:
@@ -298,9 +338,10 @@ def run(args: argparse.Namespace) -> int:
     if report.triton_dir is not None:
         console.print(f"wrote Triton model {report.triton_dir} (config.pbtxt, 1/model.onnx)")
     report = dataclasses.replace(report, command=("onnxprune", *getattr(args, "argv", ())))
-    tuned = _finetune(args, report, console) if args.finetune_epochs else None
+    tuned, tuning = _finetune(args, report, console) if args.finetune_epochs else (None, None)
     if args.json is not None:
-        write_json_atomic(args.json, {**report.to_json(), "finetune": tuned.to_json() if tuned else None})
+        write_json_atomic(args.json, {**report.to_json(), "finetune": tuned.to_json() if tuned else None,
+                                      "finetune_candidates": tuning.to_json() if tuning else None})
     if args.report is not None:
         console.print(f"wrote report {pipeline.write_report([report.to_json()], args.report, labels=[report.output.name])}")
     return 0

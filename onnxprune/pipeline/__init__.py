@@ -13,10 +13,10 @@ from onnxprune.pipeline.deploying import DeployOptions
 from onnxprune.pipeline.evaluating import bench_model, evaluate_model, model_cost
 from onnxprune.pipeline.pruning import (
     affected_consumers, analyze_file, calibration_feeds, group_scores, prune_file, repair_pruned)
-from onnxprune.pipeline.finetuning import FinetuneSettings, finetune_compressed, finetune_file, searched_path
+from onnxprune.pipeline.finetuning import FinetuneSettings, finetune_compressed, finetune_file, finetune_finalists, searched_path
 from onnxprune.pipeline.quantizing import QuantizeSettings, quantize_file
 from onnxprune.pipeline.reporting import report_files, write_report
 
-__all__ = ["AGENTS", "FinetuneSettings", "finetune_compressed", "finetune_file", "searched_path", "DeployOptions", "affected_consumers", "analyze_file", "bench_model", "calibration_feeds", "compress_file",
+__all__ = ["AGENTS", "FinetuneSettings", "finetune_compressed", "finetune_file", "finetune_finalists", "searched_path", "DeployOptions", "affected_consumers", "analyze_file", "bench_model", "calibration_feeds", "compress_file",
            "evaluate_model", "group_scores", "model_cost", "prune_file", "quantize_file", "QuantizeSettings", "repair_pruned", "report_files",
            "write_report"]

@@ -39,7 +39,7 @@ from onnxprune.pipeline.gnnrl import run_gnnrl
 from onnxprune.pipeline.joint import (JointSettings, bit_space, calibration_spec, deployable_hook, joint_report,
                                       joint_round_to, make_quantizer, quantizing_apply)
 from onnxprune.pipeline.latency_table import measure_table
-from onnxprune.pipeline.pruning import RepairSettings, repair_best, repairing_apply
+from onnxprune.pipeline.pruning import RepairOutcome, RepairSettings, repair_best, repairing_apply
 from onnxprune.plan import ROUND_TO
 from onnxprune.report import CompressReport, EpisodeCost, FrozenGroup, GroupWidth
 from onnxprune.reporting.environment import package_versions
@@ -174,7 +174,7 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
                   deploy: DeployOptions | None = None, repair: RepairSettings | None = None,
                   proto_limit: int = PROTOBUF_LIMIT, finalists: int = TOP_EPISODES,
                   latency_threads: int | None = None, agmc_pool: str = "mean",
-                  joint: JointSettings | None = None) -> CompressReport:
+                  joint: JointSettings | None = None, save_finalists: int = 0) -> CompressReport:
     """Search per-group ratios meeting ``target`` and save the best pruned model to ``output``.
 
     The best candidate so far is always at ``output`` and the search state at
@@ -193,13 +193,17 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     where they can meet the target (:func:`resolve_round_to`). ``agmc_pool`` picks the ``agmc`` encoder's
     graph pooling (``mean`` or ``diffpool``). ``joint`` (``--quantize``, with a ``bops`` or ``bytes``
     ``metric``) searches bits with the ratios (:mod:`onnxprune.pipeline.joint`): candidates are
-    scored simulated, and the simulated best model is written.
+    scored simulated, and the simulated best model is written. ``save_finalists`` K > 1 also writes
+    the next K - 1 finalists by final score, finished like ``output``, as ``<out>.finalist<k>.onnx``
+    (``CompressReport.finalist_files``, for ``--finetune-candidates``; not with ``joint``).
     """
     source, target_path = Path(path).resolve(), Path(output).resolve()
     _check_options(source, target_path, output, agent=agent, policy=policy, agmc_pool=agmc_pool)
     if (joint is not None) != (metric in JOINT_METRICS):
         raise PlanError(f"--metric {metric}: {' and '.join(JOINT_METRICS)} go with --quantize, and --quantize "
                         f"needs --metric {' or '.join(JOINT_METRICS)}")
+    if save_finalists > 1 and joint is not None:
+        raise PlanError("--finetune-candidates does not combine with --quantize yet; drop one of them")
     if joint is not None and data is None and repair is None:
         raise DataError("--quantize needs images to calibrate activation ranges on; pass --data (or --calib)")
     deploy = deploy or DeployOptions()
@@ -254,7 +258,7 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
         raise PlanError("the search evaluated no episode; raise --episodes")
     pool = (state.top or (state.best,))[:max(finalists, 1)]
     pick, chosen, fixed = repair_best(analysis, source, [(e.plan, e.accuracy) for e in pool], repair, score,
-                                      quantize=quantize)
+                                      quantize=quantize, keep_models=save_finalists > 1)
     best = pool[pick]
     if quantize is not None:  # the float model and plan go to the deployable-model hook; the simulated one is written
         deployed = deployable_hook(chosen, best.plan, target_path, source, calib, joint,  # type: ignore[arg-type]
@@ -270,6 +274,10 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
         "compress", best.plan, target=target, metric=metric, agent=agent, criterion=criterion, accuracy=accuracy),
         np.random.default_rng(seed), proto_limit=proto_limit)
     saved = save_model(final, target_path, proto_limit=proto_limit)
+    finalist_files = (saved, *_save_finalists(original, pool, pick, fixed, save_finalists, deploy, target_path,
+                                              metadata=dict(target=target, metric=metric, agent=agent,
+                                                            criterion=criterion), seed=seed,
+                                              proto_limit=proto_limit)) if save_finalists > 1 else ()
     triton_dir = export_repo(final, deploy, proto_limit=proto_limit)
     checkpoint.unlink(missing_ok=True)
     after_model = load(saved, input_shapes=input_shapes, proto_limit=proto_limit)
@@ -299,7 +307,25 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
                           agmc_pool=agmc_pool if agent == "agmc" else None,
                           provider=run_info.provider if run_info else None, round_to=round_to, opset=opset,
                           frozen=frozen_groups(analysis), history=episode_costs(state, seen), run=run_info,
-                          versions=package_versions(), **quant)
+                          versions=package_versions(), finalist_files=finalist_files, **quant)
+
+
+def _save_finalists(original: onnx.ModelProto, pool: Sequence[Episode], pick: int, fixed: RepairOutcome, count: int,
+                    deploy: DeployOptions, target: Path, *, metadata: Mapping[str, Any], seed: int,
+                    proto_limit: int) -> tuple[Path, ...]:
+    """Finish and save the ``count - 1`` best finalists after ``pick`` as ``<out>.finalist<k>.onnx``."""
+    scores = [s if s is not None else (pool[k].accuracy or -1.0) for k, s in enumerate(fixed.finalists)]
+    ranked = [k for k in sorted(range(len(fixed.models)), key=lambda k: (-(scores[k] if k < len(scores) else -1), k))
+              if k != pick][:count - 1]
+    files = []
+    for rank, k in enumerate(ranked, start=1):
+        score = scores[k] if k < len(scores) else None
+        accuracy = f"{100.0 * score:.2f}" if score is not None and score >= 0 else None
+        final, _ = finish(original, fixed.models[k], deploy, run_metadata("compress", pool[k].plan, accuracy=accuracy,
+                                                                          **metadata),
+                          np.random.default_rng(seed), proto_limit=proto_limit)
+        files.append(save_model(final, target.with_name(f"{target.stem}.finalist{rank}.onnx"), proto_limit=proto_limit))
+    return tuple(files)
 
 
 def frozen_groups(analysis: Analysis) -> tuple[FrozenGroup, ...]:

@@ -14,14 +14,14 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import onnx
 import torch
 
-from onnxprune.errors import DataError, InvalidModel, OnnxPruneError, OutputError
+from onnxprune.errors import DataError, InvalidModel, OnnxPruneError, OutputError, PlanError
 from onnxprune.evaluate import DataSpec, Runtime, evaluate, open_data
 from onnxprune.evaluate.cost import disk_bytes
 from onnxprune.evaluate.data import ArrayData, check_label_range
@@ -34,7 +34,7 @@ from onnxprune.io import save_model
 from onnxprune.load import load
 from onnxprune.quantize import FLOAT, QuantPlan, calibrate, find_layers, simulate
 from onnxprune.quantize.deploy import to_qdq
-from onnxprune.report import FinetuneReport
+from onnxprune.report import FinalistTuning, FinetuneReport
 
 logger = logging.getLogger(__name__)
 
@@ -260,6 +260,44 @@ def finetune_compressed(output: str | os.PathLike[str], source: str | os.PathLik
         settings = dataclasses.replace(settings, quant_plan=QuantPlan.read(str(bits)))
     os.replace(target, searched)
     return finetune_file(student, source, target, settings, **callbacks)
+
+
+def finetune_finalists(output: str | os.PathLike[str], source: str | os.PathLike[str], files: Sequence[Path],
+                       settings: FinetuneSettings, *, short_epochs: int = 1,
+                       **callbacks: Callable) -> tuple[FinetuneReport, FinalistTuning]:
+    """``compress --finetune-candidates``: short-tune every finalist, tune the best one in full at ``output``.
+
+    Each of ``files`` (``output`` itself first, then ``compress``'s ``<out>.finalist<k>.onnx``) is
+    trained ``short_epochs`` epochs with ``settings`` (same validation split); the finalist with the
+    best validation top-1 after it (ties: the earlier one) is then trained from its untuned values
+    for ``settings.config.epochs`` epochs and written at ``output``; the searched ``output`` moves
+    to :func:`searched_path`. The short-tuned models and their checkpoints are removed.
+
+    Raises:
+        PlanError: ``short_epochs`` < 1.
+    """
+    if short_epochs < 1:
+        raise PlanError(f"--finetune-candidate-epochs {short_epochs}: give 1 or more")
+    target = Path(output).resolve()
+    short_settings = dataclasses.replace(settings, config=dataclasses.replace(settings.config, epochs=short_epochs),
+                                         resume=False)
+    reports = []
+    for k, path in enumerate(files):
+        tmp = target.with_name(f"{target.stem}.candidate{k}.tmp.onnx")
+        try:
+            reports.append(finetune_file(path, source, tmp, short_settings))
+        finally:
+            for leftover in (tmp, checkpoint_path(tmp), tmp.with_name(f"{tmp.stem}.qdq.onnx")):
+                leftover.unlink(missing_ok=True)
+        logger.info("finalist %d (%s): validation top-1 %s -> %s after %d epoch(s)", k, Path(path).name,
+                    reports[-1].top1_before, reports[-1].top1_after, short_epochs)
+    chosen = max(range(len(reports)), key=lambda k: (reports[k].top1_after if reports[k].top1_after is not None
+                                                     else -1.0, -k))
+    searched = searched_path(target)
+    os.replace(target, searched)
+    student = searched if chosen == 0 else Path(files[chosen])
+    final = finetune_file(student, source, target, settings, **callbacks)
+    return final, FinalistTuning(files=tuple(Path(f) for f in files), short=tuple(reports), chosen=chosen)
 
 
 def _set_metadata(model: onnx.ModelProto, values: Mapping[str, str]) -> None:

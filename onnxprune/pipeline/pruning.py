@@ -151,6 +151,7 @@ class RepairOutcome:
     seconds: float
     repaired: bool
     finalists: tuple[float | None, ...] = ()
+    models: tuple[onnx.ModelProto, ...] = ()  # every finalist's final model, with ``keep_models``
 
 
 def repairing_apply(analysis: Analysis, source: str | os.PathLike[str], repair: RepairSettings | None
@@ -177,7 +178,7 @@ def repair_best(analysis: Analysis, source: str | os.PathLike[str],
                 finalists: Sequence[tuple[Plan, float | None]], repair: RepairSettings | None,
                 score: Callable[[onnx.ModelProto], float] | None,
                 quantize: Callable[[Plan, onnx.ModelProto], onnx.ModelProto] | None = None,
-                ) -> tuple[int, onnx.ModelProto, RepairOutcome]:
+                keep_models: bool = False) -> tuple[int, onnx.ModelProto, RepairOutcome]:
     """Repair ``compress``'s finalists on all of ``repair.calib`` and keep the one that scores best.
 
     Each finalist is repaired and scored on the validation data; one whose repaired model scores
@@ -193,13 +194,17 @@ def repair_best(analysis: Analysis, source: str | os.PathLike[str],
         score: Scores a model on the validation data (None without data: only the first is repaired).
         quantize: The joint search's simulation of a plan's bits: each repaired finalist is scored
             simulated (the returned model stays the pruned float one).
+        keep_models: Also return every scored finalist's final model (``RepairOutcome.models``:
+            repaired, or rebuilt as searched where the repair scored lower), for per-finalist tuning.
 
     Returns:
         The chosen finalist's position, its model, and the outcome.
     """
     plan, accuracy = finalists[0]
     if repair is None:
-        return 0, prune_model(analysis, plan), RepairOutcome(accuracy, 0.0, False)
+        models = tuple(prune_model(analysis, p) for p, _ in finalists) if keep_models else ()
+        return 0, models[0] if models else prune_model(analysis, plan), RepairOutcome(accuracy, 0.0, False,
+                                                                                     models=models)
     t0 = time.perf_counter()
     feeds = calibration_feeds(source, repair.calib, threads=repair.options.threads)
     results: list[tuple[float, onnx.ModelProto | None]] = []  # (score, repaired model or None: keep as searched)
@@ -220,10 +225,14 @@ def repair_best(analysis: Analysis, source: str | os.PathLike[str],
     logger.info("finalists re-ranked after %s: %s; chose %d", repair.mode,
                 ", ".join("-" if v is None else f"{100 * v:.2f} %" for v in scores), index)
     repaired = model is not None
+    rebuild = repairing_apply(analysis, source, repair) if model is None or (
+        keep_models and any(m is None for _, m in results)) else None
     if model is None:  # kept as searched: rebuild that candidate (its small calibration set is loaded only now)
-        model = repairing_apply(analysis, source, repair)(finalists[index][0])
+        model = rebuild(finalists[index][0])  # type: ignore[misc]
+    models = tuple(m if m is not None else rebuild(finalists[k][0])  # type: ignore[misc]
+                   for k, (_, m) in enumerate(results)) if keep_models else ()
     return index, model, RepairOutcome(
-        value if value >= 0 else finalists[index][1], time.perf_counter() - t0, repaired, tuple(scores))
+        value if value >= 0 else finalists[index][1], time.perf_counter() - t0, repaired, tuple(scores), models)
 
 
 def prune_file(path: str | os.PathLike[str], output: str | os.PathLike[str], *, ratio: float = 0.0,
