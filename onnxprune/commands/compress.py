@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import dataclasses
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -246,17 +247,20 @@ def _check_finetune(args: argparse.Namespace) -> None:
 def _finetune(args: argparse.Namespace, report: CompressReport, console: Console
               ) -> tuple[FinetuneReport, FinalistTuning | None]:
     settings = settings_from(args, args.finetune_data or args.data, args.finetune_epochs, prefix="finetune_")
-    runner = functools.partial(pipeline.finetune_compressed, quantized=report.quant is not None)
+    runner: Callable[..., FinetuneReport] = functools.partial(pipeline.finetune_compressed,
+                                                              quantized=report.quant is not None)
     picked: list[FinalistTuning] = []
     if len(report.finalist_files) > 1:
         console.print(f"short tune ({args.finetune_candidate_epochs} epoch(s)) of {len(report.finalist_files)} "
                       "finalists, then the best one in full")
 
-        def runner(output: Path, teacher: Path, settings: FinetuneSettings, **callbacks: Any) -> FinetuneReport:
+        def tune_finalists(output: Path, teacher: Path, settings: FinetuneSettings, **callbacks: Any
+                           ) -> FinetuneReport:
             final, tuning = pipeline.finetune_finalists(output, teacher, report.finalist_files, settings,
                                                         short_epochs=args.finetune_candidate_epochs, **callbacks)
             picked.append(tuning)
             return final
+        runner = tune_finalists
     tuned = run_training(report.output, Path(args.model), report.output, settings, runner=runner)
     tuning = picked[0] if picked else None
     if tuning is not None:
