@@ -133,6 +133,10 @@ class ProcessExecutor:
         """
         dispatch = Dispatch(tasks, max_attempts=self.max_attempts, backend=self.name)
         remaining = len(tasks)
+        for worker in list(self._pool):
+            if worker.sent is not None:  # left over from a batch that was not read to the end
+                worker.sent = None
+                self._replace(worker)
         try:
             while remaining:
                 for worker in self._pool:

@@ -285,15 +285,21 @@ class CompressionEnv(Generic[Candidate]):
         tasks = [CandidateTask.of(start + i, plan) for i, (_, _, plan, _) in enumerate(fits)]
         done: dict[int, CandidateResult] = {}
         episodes: list[Episode] = []
-        for result in self.executor.run(tasks):
-            done[result.id] = result
-            while start + len(episodes) in done:
-                ready = done.pop(start + len(episodes))
-                actions, fitted, plan, joint = fits[len(episodes)]
-                episode = self._episode(ready.id, actions, fitted, plan, joint, ready.accuracy)
-                episodes.append(episode)
-                if on_result is not None:
-                    on_result(episode, ready.candidate)
+        results = self.executor.run(tasks)
+        try:
+            for result in results:
+                done[result.id] = result
+                while start + len(episodes) in done:
+                    ready = done.pop(start + len(episodes))
+                    actions, fitted, plan, joint = fits[len(episodes)]
+                    episode = self._episode(ready.id, actions, fitted, plan, joint, ready.accuracy)
+                    episodes.append(episode)
+                    if on_result is not None:
+                        on_result(episode, ready.candidate)
+        finally:  # an interrupted batch: the executor drops its candidates in flight now, not at garbage collection
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()
         self.episodes = start + len(episodes)
         return episodes
 
