@@ -189,6 +189,21 @@ def test_interrupted_batch_keeps_its_finished_part_and_resumes(spec: CandidateSp
     assert _rows(seen + rest) == reference
 
 
+def test_ddpg_warmup_and_ppo_rollouts_match_local(spec: CandidateSpec, pool: ProcessExecutor) -> None:
+    from onnxprune.search.ddpg import DDPGConfig, ddpg_search
+    from onnxprune.search.ppo import PPOConfig, ppo_search
+    from onnxprune.search.states import make_states
+
+    def runs(executor: Any) -> tuple[Any, Any]:
+        env = _env(spec, executor)
+        ddpg = ddpg_search(env, make_states("amc", env, seed=1), 5, seed=1, config=DDPGConfig(warmup=3, batch_size=4))
+        env = _env(spec, executor)
+        ppo, _ = ppo_search(env, 4, seed=1, config=PPOConfig(episodes_per_update=2, hidden=16, critic_hidden=16))
+        return ddpg.history, ppo.history
+
+    assert runs(pool) == runs(None)
+
+
 def test_compress_process_backend_gives_the_local_report(digits_npz: Path, tmp_path: Path) -> None:
     reports = [pipeline.compress_file(MODEL, tmp_path / f"{backend}.onnx", target=0.5, agent="random", episodes=3,
                                       seed=SEED, round_to=1, data=DataSpec(path=digits_npz),
