@@ -55,6 +55,7 @@ class CandidateSpec:
         repair: Candidate repair settings (``None``: unrepaired).
         joint: Joint quantization settings (``None``: pruning only).
         calib: Calibration data of the activation ranges (joint search).
+        calib_threads: ONNX Runtime threads of that calibration (the main process's, so the ranges match).
     """
 
     source: Path
@@ -67,6 +68,7 @@ class CandidateSpec:
     repair: RepairSettings | None = None
     joint: JointSettings | None = None
     calib: DataSpec | None = None
+    calib_threads: int | None = None
 
     @staticmethod
     def shapes(input_shapes: Mapping[str, Sequence[int]] | None) -> tuple[tuple[str, tuple[int, ...]], ...] | None:
@@ -81,7 +83,8 @@ class CandidateSpec:
         analysis = analyze(load(self.source, input_shapes=shapes, proto_limit=self.proto_limit))
         apply = repairing_apply(analysis, self.source, self.repair)
         if self.joint is not None and self.calib is not None:
-            apply = quantizing_apply(apply, make_quantizer(self.source, self.calib, self.joint, threads=self.threads))
+            apply = quantizing_apply(apply, make_quantizer(self.source, self.calib, self.joint,
+                                                        threads=self.calib_threads))
         runtime = Runtime(device=self.device, threads=self.threads, conv_search=self.conv_search,
                           proto_limit=self.proto_limit)
         dataset = open_data(self.data, runtime.session(self.source).inputs)

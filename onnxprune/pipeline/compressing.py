@@ -232,12 +232,12 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
         quantize = make_quantizer(source, calib, joint, threads=runtime.threads if runtime else None)
         apply = quantizing_apply(apply, quantize)
     workers = None
-    if data is not None and executor.backend != "local":
-        spec = CandidateSpec(source=source, data=data, device=scoring.device, threads=worker_threads(executor, scoring),
-                             conv_search=scoring.conv_search, input_shapes=CandidateSpec.shapes(input_shapes),
-                             proto_limit=proto_limit, repair=repair, joint=joint,
-                             calib=calib if joint is not None else None)
-        workers = open_executor(executor, spec, lambda plan: (None, None))
+    if data is not None and executor.backend != "local":  # workers build the same evaluator from this recipe
+        workers = open_executor(executor, CandidateSpec(
+            source=source, data=data, device=scoring.device, threads=worker_threads(executor, scoring),
+            conv_search=scoring.conv_search, input_shapes=CandidateSpec.shapes(input_shapes), proto_limit=proto_limit,
+            repair=repair, joint=joint, calib=calib if joint is not None else None,
+            calib_threads=runtime.threads if runtime else None), lambda plan: (None, None))
     env = CompressionEnv(space, target=target, metric=metric, apply=apply, score=score, reward=reward_fn(reward),
                          bits=bits, executor=workers)
     config = _run_config(source, target=target, metric=metric, agent=agent, seed=seed, round_to=round_to,
