@@ -36,3 +36,7 @@ class RuntimeUnavailable(OnnxPruneError):
 
 class OutputError(OnnxPruneError):
     """An output path cannot be written as requested."""
+
+
+class BackendError(OnnxPruneError):
+    """The requested execution backend (``--backend``) is unavailable or could not finish a candidate."""

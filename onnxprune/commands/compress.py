@@ -28,6 +28,7 @@ from onnxprune.pipeline.compressing import CompressReport
 from onnxprune.pipeline.pruning import RepairSettings
 from onnxprune.errors import DataError, OutputError, PlanError
 from onnxprune.evaluate import PRESETS, Runtime
+from onnxprune.execute import BACKENDS, DEFAULT_TIMEOUT_S, ExecutorSettings
 from onnxprune.io import write_json_atomic
 from onnxprune.plan import ROUND_TO
 from onnxprune.search.baselines import TOP_EPISODES, SearchState
@@ -116,6 +117,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="ONNX Runtime intra-op threads (default: every CPU to score candidates; every CPU but "
                              "one, at least 1, to time the --metric/--reward latency table, for repeatable timings)")
+    parser.add_argument("--backend", choices=BACKENDS, default="local",
+                        help="where candidates are pruned, repaired and scored: in this process (local), on "
+                             "--workers processes of this machine (process) or on Ray actors (ray; needs "
+                             "pip install 'onnxprune[ray]'); the results are the same on every backend")
+    parser.add_argument("--workers", type=int, default=2, metavar="N",
+                        help="worker processes or Ray actors of --backend process/ray (default 2)")
+    parser.add_argument("--ray-address", default=None, metavar="ADDR",
+                        help="Ray cluster to join with --backend ray (auto: the running one; default: start a "
+                             "local Ray)")
+    parser.add_argument("--candidate-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
+                        help=f"seconds a candidate may take on a worker before the worker is replaced and the "
+                             f"candidate re-run elsewhere (default {DEFAULT_TIMEOUT_S:g})")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the report as JSON")
     parser.add_argument("--finetune-epochs", type=int, default=0, metavar="N",
                         help="fine-tune the written model N epochs by distillation from the input (see `onnxprune "
@@ -321,7 +334,9 @@ def run(args: argparse.Namespace) -> int:
             resume=args.resume, on_episode=on_episode, warmup=args.warmup, policy=args.policy, repair=repair,
             finalists=args.finalists, latency_threads=args.threads,
             input_shapes=parse_input_shapes(args.input_shape), deploy=deploy, agmc_pool=args.agmc_pool,
-            joint=joint, save_finalists=args.finetune_candidates if args.finetune_epochs else 0)
+            joint=joint, save_finalists=args.finetune_candidates if args.finetune_epochs else 0,
+            executor=ExecutorSettings(backend=args.backend, workers=args.workers, address=args.ray_address,
+                                      candidate_timeout=args.candidate_timeout, threads=args.threads))
     console.print(_table(report))
     console.print(_widths(report))
     if report.quant is not None:

@@ -6,17 +6,39 @@ except through the plain dataclasses they return. One module per job keeps files
 :mod:`.compressing` (policy search and ``compress``), :mod:`.quantizing` (``quantize``),
 :mod:`.finetuning` (``finetune``, ``compress --finetune-epochs``),
 :mod:`.reporting` (HTML reports).
+
+Names are imported on first use (PEP 562), so a worker process that only needs
+:mod:`.candidates` does not pay for the search agents' imports (torch, torch-geometric).
 """
 
-from onnxprune.pipeline.compressing import AGENTS, compress_file
-from onnxprune.pipeline.deploying import DeployOptions
-from onnxprune.pipeline.evaluating import bench_model, evaluate_model, model_cost
-from onnxprune.pipeline.pruning import (
-    affected_consumers, analyze_file, calibration_feeds, group_scores, prune_file, repair_pruned)
-from onnxprune.pipeline.finetuning import FinetuneSettings, finetune_compressed, finetune_file, finetune_finalists, searched_path
-from onnxprune.pipeline.quantizing import QuantizeSettings, quantize_file
-from onnxprune.pipeline.reporting import report_files, write_report
+from __future__ import annotations
 
-__all__ = ["AGENTS", "FinetuneSettings", "finetune_compressed", "finetune_file", "finetune_finalists", "searched_path", "DeployOptions", "affected_consumers", "analyze_file", "bench_model", "calibration_feeds", "compress_file",
-           "evaluate_model", "group_scores", "model_cost", "prune_file", "quantize_file", "QuantizeSettings", "repair_pruned", "report_files",
-           "write_report"]
+import importlib
+from typing import Any
+
+_HOMES: dict[str, str] = {
+    "AGENTS": "compressing", "compress_file": "compressing", "DeployOptions": "deploying",
+    "bench_model": "evaluating", "evaluate_model": "evaluating", "model_cost": "evaluating",
+    "affected_consumers": "pruning", "analyze_file": "pruning", "calibration_feeds": "pruning",
+    "group_scores": "pruning", "prune_file": "pruning", "repair_pruned": "pruning",
+    "FinetuneSettings": "finetuning", "finetune_compressed": "finetuning", "finetune_file": "finetuning",
+    "finetune_finalists": "finetuning", "searched_path": "finetuning",
+    "QuantizeSettings": "quantizing", "quantize_file": "quantizing",
+    "report_files": "reporting", "write_report": "reporting",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    """Import ``name`` from its module on first use."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOMES))

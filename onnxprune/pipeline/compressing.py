@@ -30,10 +30,12 @@ from onnxprune.search.bits import JOINT_METRICS, PRUNE_METRIC
 from onnxprune.evaluate import DataSpec, Runtime, evaluate, open_data, timing_threads
 from onnxprune.evaluate.cost import disk_bytes
 from onnxprune.evaluate.runtime import Device, RunInfo
+from onnxprune.execute import Executor, ExecutorSettings, check_settings, open_executor
 from onnxprune.io import save_model, write_json_atomic
 from onnxprune.large import PROTOBUF_LIMIT
 from onnxprune.load import load, read
 from onnxprune.pipeline.deploying import DeployOptions, check_deploy, export_repo, finish, run_metadata
+from onnxprune.pipeline.candidates import CandidateSpec, candidate_score
 from onnxprune.pipeline.ddpg_agent import run_ddpg
 from onnxprune.pipeline.gnnrl import run_gnnrl
 from onnxprune.pipeline.joint import (JointSettings, bit_space, calibration_spec, deployable_hook, joint_report,
@@ -83,12 +85,7 @@ def _scorer(path: Path, data: DataSpec, runtime: Runtime
     result = evaluate(session, dataset)
     if result.accuracy is None:
         raise DataError("compress --data needs labels to score candidates; add 'labels' to the npz")
-
-    def score(model: onnx.ModelProto) -> float:
-        acc = evaluate(runtime.create(model), dataset).accuracy
-        return acc.top1 / 100.0 if acc is not None else 0.0
-
-    return result.accuracy.top1, score, session.info
+    return result.accuracy.top1, candidate_score(runtime, dataset), session.info
 
 
 def disjoint_calibration(repair: RepairSettings | None, data: DataSpec | None) -> RepairSettings | None:
@@ -174,7 +171,8 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
                   deploy: DeployOptions | None = None, repair: RepairSettings | None = None,
                   proto_limit: int = PROTOBUF_LIMIT, finalists: int = TOP_EPISODES,
                   latency_threads: int | None = None, agmc_pool: str = "mean",
-                  joint: JointSettings | None = None, save_finalists: int = 0) -> CompressReport:
+                  joint: JointSettings | None = None, save_finalists: int = 0,
+                  executor: ExecutorSettings | None = None) -> CompressReport:
     """Search per-group ratios meeting ``target`` and save the best pruned model to ``output``.
 
     The best candidate so far is always at ``output`` and the search state at
@@ -195,10 +193,15 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     ``metric``) searches bits with the ratios (:mod:`onnxprune.pipeline.joint`): candidates are
     scored simulated, and the simulated best model is written. ``save_finalists`` K > 1 also writes
     the next K - 1 finalists by final score, finished like ``output``, as ``<out>.finalist<k>.onnx``
-    (``CompressReport.finalist_files``, for ``--finetune-candidates``; not with ``joint``).
+    (``CompressReport.finalist_files``, for ``--finetune-candidates``; not with ``joint``). ``executor`` (``--backend``) says where
+    candidates are scored (:mod:`onnxprune.execute`; default in this process): the results are the
+    same on every backend, and a remote worker's candidate is built again here only when it is the new
+    best (to save it).
     """
     source, target_path = Path(path).resolve(), Path(output).resolve()
     _check_options(source, target_path, output, agent=agent, policy=policy, agmc_pool=agmc_pool)
+    executor = executor or ExecutorSettings()
+    check_settings(executor)
     if (joint is not None) != (metric in JOINT_METRICS):
         raise PlanError(f"--metric {metric}: {' and '.join(JOINT_METRICS)} go with --quantize, and --quantize "
                         f"needs --metric {' or '.join(JOINT_METRICS)}")
@@ -221,8 +224,9 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
                          cache=target_path.with_name(target_path.name + ".latency.json"))
     round_to = space.round_to
     accuracy_before, score, run_info = None, None, None
+    scoring = runtime or Runtime(device="cpu", proto_limit=proto_limit)
     if data is not None:
-        accuracy_before, score, run_info = _scorer(source, data, runtime or Runtime(device="cpu", proto_limit=proto_limit))
+        accuracy_before, score, run_info = _scorer(source, data, scoring)
     else:
         agent = "uniform"
     bits = bit_space(space, metric, joint, target) if joint is not None else None
@@ -232,8 +236,15 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
         calib = calibration_spec(repair, data, joint.calib_images)  # type: ignore[arg-type]
         quantize = make_quantizer(source, calib, joint, threads=runtime.threads if runtime else None)
         apply = quantizing_apply(apply, quantize)
+    workers = None
+    if data is not None and executor.backend != "local":  # workers build the same evaluator from this recipe
+        workers = open_executor(executor, CandidateSpec(
+            source=source, data=data, device=scoring.device, threads=worker_threads(executor, scoring),
+            conv_search=scoring.conv_search, input_shapes=CandidateSpec.shapes(input_shapes), proto_limit=proto_limit,
+            repair=repair, joint=joint, calib=calib if joint is not None else None,
+            calib_threads=runtime.threads if runtime else None), lambda plan: (None, None))
     env = CompressionEnv(space, target=target, metric=metric, apply=apply, score=score, reward=reward_fn(reward),
-                         bits=bits)
+                         bits=bits, executor=workers)
     config = _run_config(source, target=target, metric=metric, agent=agent, seed=seed, round_to=round_to,
                          max_ratio=max_ratio, criterion=criterion, reward=reward, data=data, repair=repair,
                          episodes=episodes, warmup=warmup, policy=policy, ppo=ppo, agmc_pool=agmc_pool)
@@ -246,14 +257,18 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
 
     def record(episode: Episode, new_state: SearchState, candidate: onnx.ModelProto, best: bool) -> None:
         seen[episode.index] = episode
-        if best:
-            save_model(candidate, target_path, proto_limit=proto_limit)
+        if best:  # a remote worker's candidate is built again here (the same plan gives the same model)
+            save_model(candidate if candidate is not None else apply(episode.plan), target_path,
+                       proto_limit=proto_limit)
         write_json_atomic(checkpoint, {"config": config, "state": new_state.to_json()})
         if on_episode is not None:
             on_episode(episode, new_state, candidate, best)
 
-    state = _search(env, agent, config, episodes=episodes, seed=seed, output=target_path, state=state,
-                    record=record, resume=resume, policy=policy, ppo=ppo, agmc_pool=agmc_pool)
+    try:
+        state = _search(env, agent, config, episodes=episodes, seed=seed, output=target_path, state=state,
+                        record=record, resume=resume, policy=policy, ppo=ppo, agmc_pool=agmc_pool)
+    finally:
+        _close(workers)
     if state.best is None:
         raise PlanError("the search evaluated no episode; raise --episodes")
     pool = (state.top or (state.best,))[:max(finalists, 1)]
@@ -326,6 +341,18 @@ def _save_finalists(original: onnx.ModelProto, pool: Sequence[Episode], pick: in
                           np.random.default_rng(seed), proto_limit=proto_limit)
         files.append(save_model(final, target.with_name(f"{target.stem}.finalist{rank}.onnx"), proto_limit=proto_limit))
     return tuple(files)
+
+
+def worker_threads(settings: ExecutorSettings, scoring: Runtime) -> int:
+    """ONNX Runtime threads per worker: ``settings.threads``, else the scoring runtime's CPUs shared out."""
+    if settings.threads is not None:
+        return settings.threads
+    return max(1, scoring.threads // settings.workers) if settings.backend == "process" else 1
+
+
+def _close(executor: Executor | None) -> None:
+    if executor is not None:
+        executor.close()
 
 
 def frozen_groups(analysis: Analysis) -> tuple[FrozenGroup, ...]:

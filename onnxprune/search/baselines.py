@@ -141,10 +141,32 @@ def random_search(env: CompressionEnv[Any], episodes: int, *, seed: int, state: 
     if episodes < 1:
         raise PlanError(f"--episodes {episodes}: give 1 or more")
     state = state or SearchState(agent="random", seed=seed)
-    for index in range(state.next_episode, episodes):
-        rng = episode_rng(seed, index)
-        actions = rng.uniform(0.0, env.space.max_ratio, len(env.space))
-        if env.bits is not None:
-            actions = np.concatenate([actions[:, None], rng.uniform(0.0, 1.0, (len(env.space), 2))], axis=1)
-        state = _run(env, state, actions, on_episode)
-    return state
+    batch = [random_actions(env, seed, index) for index in range(state.next_episode, episodes)]
+    return run_batch(env, state, batch, on_episode)
+
+
+def random_actions(env: CompressionEnv[Any], seed: int, index: int) -> np.ndarray:
+    """Episode ``index``'s random action vector (``[G]``, or ``[G, 3]`` for a joint search)."""
+    rng = episode_rng(seed, index)
+    actions = rng.uniform(0.0, env.space.max_ratio, len(env.space))
+    if env.bits is not None:
+        actions = np.concatenate([actions[:, None], rng.uniform(0.0, 1.0, (len(env.space), 2))], axis=1)
+    return actions
+
+
+def run_batch(env: CompressionEnv[Any], state: SearchState, batch: list[np.ndarray],
+              on_episode: OnEpisode | None) -> SearchState:
+    """Evaluate ``batch`` as the next episodes on ``env``'s executor, recording each in order.
+
+    ``on_episode`` (the checkpoint) runs after every episode, so an interrupted batch keeps its
+    finished prefix; it gets the candidate model only when it was built in this process.
+    """
+    current = [state]
+
+    def record(episode: Episode, candidate: Any) -> None:
+        current[0], better = current[0].record(episode)
+        if on_episode is not None:
+            on_episode(episode, current[0], candidate, better)
+
+    env.evaluate_many([a.tolist() for a in batch], start=state.next_episode, on_result=record)
+    return current[0]

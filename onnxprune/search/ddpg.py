@@ -50,7 +50,7 @@ from onnxprune.search.ddpg_nets import Actor, Critic, rescaled_actor_loss, soft_
 from onnxprune.search.ddpg_policy import DDPGPolicy
 from onnxprune.search.rescale import group_weights
 from onnxprune.search.replay import ReplayBuffer
-from onnxprune.search.env import CompressionEnv
+from onnxprune.search.env import CompressionEnv, Episode
 from onnxprune.search.states import StateBuilder
 from onnxprune.search.threads import torch_threads
 
@@ -363,13 +363,11 @@ def _search(env: CompressionEnv[Any], states: StateBuilder, episodes: int, *, se
     elif policy is not None:
         learner.load_policy(policy, "--policy")
     steps = len(env.space)
-    for index in range(state.next_episode, episodes):
-        actions: list[Any] = []
-        states.begin()
-        for t in range(steps):
-            actions.append(learner.act(states.state(t, actions), index))
-        env.episodes = index
-        episode, candidate = env.evaluate_with_candidate(actions)
+    current = [state]
+
+    def learn(episode: Episode, candidate: Any) -> None:
+        """Store the episode's replayed transitions, update past the warm-up, record and report it."""
+        index = episode.index
         applied = env.applied(episode)  # Algorithm 1's rescaled actions (and bits): what the candidate was built from
         observed, memos = replay_states(states, applied)
         for t in range(steps):  # the last step's s' is masked by done; its memo is any valid one
@@ -381,11 +379,25 @@ def _search(env: CompressionEnv[Any], states: StateBuilder, episodes: int, *, se
             losses = [learner.update() for _ in range(steps * config.updates_per_step)]
             if losses[-1] is not None:
                 logger.debug("episode %d: critic loss %.5f, actor loss %.5f", index, *losses[-1])
-        state, better = state.record(episode)
-        state = replace(state, agent_state=learner.to_json())
+        recorded, better = current[0].record(episode)
+        current[0] = replace(recorded, agent_state=learner.to_json())
         if on_episode is not None:
-            on_episode(episode, state, candidate, better)
-    return state
+            on_episode(episode, current[0], candidate, better)
+
+    index = state.next_episode
+    while index < episodes:
+        # warm-up actions ignore the results, so the whole warm-up goes to the executor as one batch
+        stop = min(config.warmup, episodes) if index < config.warmup else index + 1
+        batch = []
+        for episode_index in range(index, stop):
+            actions: list[Any] = []
+            states.begin()
+            for t in range(steps):
+                actions.append(learner.act(states.state(t, actions), episode_index))
+            batch.append(actions)
+        env.evaluate_many(batch, start=index, on_result=learn)
+        index = stop
+    return current[0]
 
 
 def replay_states(states: StateBuilder, applied: Sequence[Any]) -> tuple[list[np.ndarray], list[np.ndarray]]:

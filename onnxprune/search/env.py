@@ -29,6 +29,8 @@ import numpy as np
 
 from onnxprune.analyze.cost import group_shares
 from onnxprune.errors import PlanError
+from onnxprune.execute.base import CandidateResult, CandidateTask, Executor
+from onnxprune.execute.local import LocalExecutor
 from onnxprune.plan import Plan
 from onnxprune.search.bits import BitSpace, JointMeter
 from onnxprune.search.rescale import JointRescaled, Rescaled, rescale, rescale_joint
@@ -40,6 +42,10 @@ logger = logging.getLogger(__name__)
 Candidate = TypeVar("Candidate")
 STATE_FEATURES: tuple[str, ...] = ("t", "n", "c", "h", "w", "stride", "k", "flops", "reduced", "rest", "a_prev")
 JOINT_STATE_FEATURES: tuple[str, ...] = (*STATE_FEATURES, "w_prev", "abits_prev")
+
+#: Called by :meth:`CompressionEnv.evaluate_many` per episode, in submission order, with the candidate
+#: model when it was built in this process (``None`` when a worker built it).
+OnResult = Callable[["Episode", Any], None]
 
 
 @dataclass(frozen=True)
@@ -123,7 +129,7 @@ class CompressionEnv(Generic[Candidate]):
 
     def __init__(self, space: SearchSpace, *, target: float, metric: str,
                  apply: Callable[[Plan], Candidate], score: Callable[[Candidate], float] | None,
-                 reward: RewardFn = r_err, bits: BitSpace | None = None) -> None:
+                 reward: RewardFn = r_err, bits: BitSpace | None = None, executor: Executor | None = None) -> None:
         """Set up the environment.
 
         Args:
@@ -135,6 +141,8 @@ class CompressionEnv(Generic[Candidate]):
             reward: Reward of ``(error, macs, params, latency)``.
             bits: The joint search's bit space (``metric`` then ``bops`` or ``bytes``); ``None``:
                 pruning only.
+            executor: Where :meth:`evaluate_many` scores candidates (:mod:`onnxprune.execute`);
+                ``None``: in this process with ``apply`` and ``score``.
         """
         if (bits is None) != (metric not in ("bops", "bytes")):
             raise PlanError(f"--metric {metric}: bops and bytes go with --quantize, and --quantize needs one of them")
@@ -148,6 +156,7 @@ class CompressionEnv(Generic[Candidate]):
         self._actions: list[Any] = []
         self.bits = bits
         self.meter = JointMeter(bits) if bits is not None else None
+        self.executor: Executor = executor if executor is not None else LocalExecutor(self._evaluate_plan)
 
     @property
     def action_dim(self) -> int:
@@ -242,23 +251,72 @@ class CompressionEnv(Generic[Candidate]):
         plan = self.space.plan(joint.prune.keeps)
         return joint.prune, Plan(keep=plan.keep, bits=self.bits.layer_bits(joint.bits)), joint
 
+    def _evaluate_plan(self, plan: Plan) -> tuple[float | None, Candidate]:
+        """Build and score ``plan``'s candidate in this process."""
+        candidate = self.apply(plan)
+        return (self.score(candidate) if self.score is not None else None), candidate
+
     def evaluate_with_candidate(self, actions: Sequence[Any]) -> tuple[Episode, Candidate]:
-        """As :meth:`evaluate`, also returning the candidate (to save the best one)."""
+        """As :meth:`evaluate`, also returning the candidate (to save the best one); always in this process."""
         fitted, plan, joint = self.fit(actions)
         self._note_miss(fitted)
+        accuracy, candidate = self._evaluate_plan(plan)
+        return self._episode(self.episodes, actions, fitted, plan, joint, accuracy), candidate
+
+    def evaluate_many(self, batch: Sequence[Sequence[Any]], *, start: int,
+                      on_result: OnResult | None = None) -> list[Episode]:
+        """Evaluate a batch of action vectors as episodes ``start, start + 1, ...`` on the executor.
+
+        Every vector is fitted here, in order (rescaling, plan, cost and predicted latency are the
+        main process's, so they never depend on the backend); only the plans travel to the
+        executor. Episodes are recorded in submission order: ``on_result`` sees episode ``i`` as
+        soon as episodes ``start..i`` are all scored, so a checkpoint written there keeps the
+        finished part of a batch.
+
+        Returns:
+            The episodes in submission order.
+        """
+        fits = []
+        for offset, actions in enumerate(batch):
+            self.episodes = start + offset
+            fitted, plan, joint = self.fit(actions)
+            self._note_miss(fitted)
+            fits.append((actions, fitted, plan, joint))
+        tasks = [CandidateTask.of(start + i, plan) for i, (_, _, plan, _) in enumerate(fits)]
+        done: dict[int, CandidateResult] = {}
+        episodes: list[Episode] = []
+        results = self.executor.run(tasks)
+        try:
+            for result in results:
+                done[result.id] = result
+                while start + len(episodes) in done:
+                    ready = done.pop(start + len(episodes))
+                    actions, fitted, plan, joint = fits[len(episodes)]
+                    episode = self._episode(ready.id, actions, fitted, plan, joint, ready.accuracy)
+                    episodes.append(episode)
+                    if on_result is not None:
+                        on_result(episode, ready.candidate)
+        finally:  # an interrupted batch: the executor drops its candidates in flight now, not at garbage collection
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()
+        self.episodes = start + len(episodes)
+        return episodes
+
+    def _episode(self, index: int, actions: Sequence[Any], fitted: Rescaled, plan: Plan,
+                 joint: JointRescaled | None, accuracy: float | None) -> Episode:
+        """The episode of a fitted, scored candidate (cost and latency computed here)."""
         cost = self.space.plan_cost(plan)
-        candidate = self.apply(plan)
-        accuracy = self.score(candidate) if self.score is not None else None
         latency = self.space.measure(fitted.keeps, "latency") if self.space.latency is not None else None
         reward = self.reward(1.0 - accuracy, cost.macs, cost.params, latency) if accuracy is not None else 0.0
-        episode = Episode(index=self.episodes, requested=tuple(float(a) for a in np.ravel(np.asarray(actions, float))),
+        episode = Episode(index=index, requested=tuple(float(a) for a in np.ravel(np.asarray(actions, float))),
                           actions=fitted.actions, keeps=fitted.keeps, plan=plan, macs=cost.macs,
                           params=cost.params, accuracy=accuracy, reward=reward, latency=latency,
                           bits=joint.bits if joint else (), joint=joint.value if joint else None)
-        self.episodes += 1
+        self.episodes = index + 1
         logger.info("episode %d: reward %.4f, %s MACs%s", episode.index, reward, f"{cost.macs:,}",
                     f", {joint.value:,.0f} {self.metric}" if joint else "")
-        return episode, candidate
+        return episode
 
 
 def ratios_of(actions: Sequence[Any]) -> np.ndarray:

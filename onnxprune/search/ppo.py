@@ -1,7 +1,7 @@
 """GNN-RL's agent: PPO over the m-GNN policy, in the style of cleanrl's ``ppo_continuous_action``.
 
 Read top to bottom: :class:`~onnxprune.search.ppo_config.PPOConfig` (every knob, in its own
-module), :func:`gae` (advantages), one episode (:func:`run_episode`), one PPO update
+module), :func:`gae` (advantages), one episode (:func:`play_episode`), one PPO update
 (:func:`ppo_update`), the loop (:func:`ppo_search`) and the agent checkpoint (:class:`AgentCheckpoint`).
 
 **Episode (multi-step, as GNN-RL).** An episode takes ``PPOConfig.steps`` pruning steps. At step
@@ -119,17 +119,18 @@ def centered_ranks(rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
     return out
 
 
-def run_episode(env: CompressionEnv[Any], graph: PolicyGraph, policy: GNNPolicy, config: PPOConfig,
-                generator: torch.Generator, index: int,
-                mirror: list[Tensor] | None = None) -> tuple[list[Transition], Episode, Any, list[Tensor]]:
-    """Play episode ``index``: ``config.steps`` pruning steps, the last one scored by ``env``.
+def play_episode(env: CompressionEnv[Any], graph: PolicyGraph, policy: GNNPolicy, config: PPOConfig,
+                 generator: torch.Generator,
+                 mirror: list[Tensor] | None = None) -> tuple[list[Transition], list[Any], list[Tensor]]:
+    """Play one episode: ``config.steps`` pruning steps; the last one's request is scored later by ``env``.
 
     Args:
         mirror: The standard-normal noise of the paired episode, one tensor per step: this episode
             uses its negation instead of drawing new noise (``None``: draw).
 
     Returns:
-        The transitions, the scored episode, its candidate and the noise used per step.
+        The transitions (the last one's reward and applied actions still to fill in from the scored
+        episode, :func:`scored`), the last step's requested actions and the noise used per step.
     """
     space = env.space
     removed = np.zeros(len(space))
@@ -158,10 +159,13 @@ def run_episode(env: CompressionEnv[Any], graph: PolicyGraph, policy: GNNPolicy,
             removed = np.asarray(fitted.actions, dtype=np.float64)
             transitions.append(Transition(obs, action, logprob, float(value), 0.0, False))
             continue
-        env.episodes = index
-        episode, candidate = env.evaluate_with_candidate(requested.tolist())
-        transitions.append(Transition(obs, action, logprob, float(value), episode.reward, True, episode.actions))
-    return transitions, episode, candidate, noises
+        transitions.append(Transition(obs, action, logprob, float(value), 0.0, True))
+    return transitions, requested.tolist(), noises
+
+
+def scored(transitions: list[Transition], episode: Episode) -> list[Transition]:
+    """``transitions`` of a played episode with the last step's reward and applied actions from ``episode``."""
+    return [*transitions[:-1], replace(transitions[-1], reward=episode.reward, applied=episode.actions)]
 
 
 def ppo_update(policy: GNNPolicy, optimizer: torch.optim.Optimizer, rollout: list[Transition], config: PPOConfig,
@@ -358,15 +362,24 @@ def _train(env: CompressionEnv[Any], episodes: int, *, seed: int, config: PPOCon
         rollout: list[Transition] = []
         first = state.next_episode
         pair: list[Tensor] | None = None
+        played: list[list[Transition]] = []
+        batch: list[list[Any]] = []
         for index in range(first, min(episodes, first + config.episodes_per_update)):
             mirror = pair if config.mirrored and (index - first) % 2 == 1 else None
-            transitions, episode, candidate, pair = run_episode(env, graph, policy, config, generator, index,
-                                                                mirror)
-            rollout.extend(transitions)
+            transitions, requested, pair = play_episode(env, graph, policy, config, generator, mirror)
+            played.append(transitions)
+            batch.append(requested)
+
+        def finish(episode: Episode, candidate: Any) -> None:
+            """Scored in order: complete the episode's transitions, record it (the rollout goes as one batch)."""
+            nonlocal state
+            rollout.extend(scored(played[episode.index - first], episode))
             replay.add(episode.actions, episode.reward)
             state, better = state.record(episode)
             if on_episode is not None:
                 on_episode(episode, state, candidate, better)
+
+        env.evaluate_many(batch, start=first, on_result=finish)
         acting = config.critic_weight > 0 and len(replay) >= max(config.critic_start, 2)
         critic_loss = fit_critic(critic, critic_optimizer, replay, config.critic_steps) if acting else float("nan")
         stats = ppo_update(policy, optimizer, rollout, config, generator, critic_term if acting else None)
