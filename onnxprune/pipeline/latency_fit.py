@@ -115,7 +115,12 @@ def fit_space(space: SearchSpace, runtime: Runtime, settings: LatencySettings, *
         probe = prune_model(space.analysis, space.plan(keeps))
         row = time_against(runtime, probe, base, settings.batch, protocol=settings.protocol, seed=seed)
         rows.append((keeps, row))
-    reference = float(np.median([row.baseline.median_ms for _, row in rows if row.baseline is not None]))
+    if not rows:  # no probes: the unpruned model alone (a ratio fit through it)
+        alone = time_against(runtime, base, base, settings.batch, protocol=settings.protocol, seed=seed)
+        rows_ms = [alone.model.median_ms]
+    else:
+        rows_ms = [row.baseline.median_ms for _, row in rows if row.baseline is not None]
+    reference = float(np.median(rows_ms))
     fitted.append((full, reference))
     fitted.extend((table_ms(space, keeps), reference * float(row.ratio)) for keeps, row in rows
                   if row.ratio is not None)
