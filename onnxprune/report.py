@@ -165,6 +165,10 @@ class CompressReport:
         run: Where candidates were scored (provider, CPU, threads, device), ``None`` when data-free.
         command: The command line that produced the run (``onnxprune compress ...``), when known.
         versions: ``(package, version)`` of Python and the packages the result depends on.
+        latency_check: With latency settings (``--latency-batch``, ``--width-menu``): table and
+            predicted ms, the whole-model correction, the width menu, and (after the measured
+            check of :mod:`onnxprune.pipeline.latency_first`) measured vs predicted per pass.
+        int8: ``--quantize-int8``: the int8 model written, its top-1, layers kept float, latency.
     """
 
     source: str
@@ -203,6 +207,8 @@ class CompressReport:
     command: tuple[str, ...] = ()
     versions: tuple[tuple[str, str], ...] = ()
     finalist_files: tuple[Path, ...] = ()
+    latency_check: Mapping[str, Any] | None = None
+    int8: Mapping[str, Any] | None = None
 
     @property
     def achieved(self) -> float:
@@ -235,7 +241,9 @@ class CompressReport:
                 "opset": self.opset.to_json() if self.opset else None,
                 "frozen": [g.__dict__ for g in self.frozen], "history": [e.__dict__ for e in self.history],
                 "run": self.run.__dict__ if self.run else None, "command": list(self.command),
-                "versions": dict(self.versions), "finalist_files": [str(f) for f in self.finalist_files]}
+                "versions": dict(self.versions), "finalist_files": [str(f) for f in self.finalist_files],
+                "latency_check": dict(self.latency_check) if self.latency_check is not None else None,
+                "int8": dict(self.int8) if self.int8 is not None else None}
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ from onnxprune.commands.finetune import table as finetune_table
 from onnxprune.pipeline.finetuning import FinetuneSettings
 from onnxprune.report import FinalistTuning, FinetuneReport
 from onnxprune.pipeline.compressing import CompressReport
+from onnxprune.pipeline.latency_first import Int8Settings
+from onnxprune.pipeline.latency_fit import LatencySettings
 from onnxprune.pipeline.pruning import RepairSettings
 from onnxprune.errors import DataError, OutputError, PlanError
 from onnxprune.evaluate import PRESETS, Runtime
@@ -65,7 +67,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--output", type=Path, required=True, help="where to write the pruned model")
     parser.add_argument("--target", type=str, required=True, help="fraction of --metric to remove (0.5: half)")
     parser.add_argument("--metric", choices=(*METRICS, *JOINT_METRICS), default="macs",
-                        help="resource the target applies to (latency: Conv/Gemm time, per-layer table measured here; "
+                        help="resource the target applies to (latency: whole-model time measured here: a per-layer "
+                             "Conv/Gemm table fitted to end-to-end timings, the written model timed end to end and "
+                             "searched again with a refitted fit if it misses; "
                              "bops / bytes with --quantize: MACs x weight bits x activation bits, or model bytes)")
     parser.add_argument("--quantize", action="store_true",
                         help="joint search: every agent also picks weight / activation bits per group; candidates are "
@@ -76,6 +80,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"--quantize: allowed activation bits (default {','.join(map(str, A_BITS))})")
     parser.add_argument("--keep-float", default="", metavar="LIST",
                         help="--quantize: layers kept float: first, last or node names (default none)")
+    parser.add_argument("--latency-batch", type=int, default=1, metavar="B",
+                        help="batch size the latency table, --width-menu and the measured latency check are timed "
+                             "at (default 1)")
+    parser.add_argument("--width-menu", action="store_true",
+                        help="keep only widths measured fast on this device: each class of equal groups is timed "
+                             "end to end at every multiple of --round-to and widths no faster than a larger one "
+                             "are dropped (cached in <out>.widths.json)")
+    parser.add_argument("--quantize-int8", action="store_true",
+                        help="also write <out>.int8.onnx: int8 QDQ of the pruned model (ONNX Runtime), with the "
+                             "--max-drop fallback on --data; the width menu is then timed in int8")
+    parser.add_argument("--max-drop", type=float, default=None, metavar="F",
+                        help="--quantize-int8: send layers back to float until top-1 is within F of the pruned "
+                             "float model's on the --data images (default 0.01; 0 turns the fallback off)")
     parser.add_argument("--agent", choices=pipeline.AGENTS, default="agmc",
                         help="search agent (default agmc: DDPG on a GCN encoder-decoder state; beat random search "
                              "on all 6 CIFAR ResNet benchmark runs, gnnrl on 5 of 6, see README)")
@@ -236,6 +253,49 @@ def _joint(args: argparse.Namespace) -> JointSettings | None:
                          keep_float=tuple(k.strip() for k in args.keep_float.split(",") if k.strip()))
 
 
+def _latency(args: argparse.Namespace) -> LatencySettings | None:
+    """Latency settings when any latency-first option is used (``None``: the plain search)."""
+    if args.max_drop is not None and not args.quantize_int8:
+        raise PlanError("--max-drop goes with --quantize-int8 (for `onnxprune quantize` use its own --max-drop)")
+    if not (args.metric == "latency" or args.width_menu or args.quantize_int8 or args.latency_batch != 1):
+        return None
+    if args.quantize_int8 and args.quantize:
+        raise PlanError("--quantize-int8 writes int8 after pruning; --quantize is the joint bits search: use one")
+    return LatencySettings(batch=args.latency_batch, width_menu=args.width_menu,
+                           precision="int8" if args.quantize_int8 else "float32")
+
+
+def _int8(args: argparse.Namespace, data: Any, repair: RepairSettings | None) -> Int8Settings | None:
+    if not args.quantize_int8:
+        return None
+    drop = 0.01 if args.max_drop is None else args.max_drop
+    if not 0.0 <= drop < 1.0:
+        raise DataError(f"--max-drop {drop}: give a fraction in [0, 1), e.g. 0.01")
+    if data is None and repair is None:
+        raise DataError("--quantize-int8 needs images to calibrate activation ranges on; pass --data (or --calib)")
+    calib = repair.calib if repair is not None else dataclasses.replace(
+        data, val_split=512, seed=args.seed + 1, disjoint_from=(data.val_split, args.seed) if data.val_split else None)
+    return Int8Settings(calib=calib, val=data, max_drop=drop if drop > 0 and data is not None else None,
+                        threads=args.threads)
+
+
+def _print_latency(report: CompressReport, console: Console) -> None:
+    check = report.latency_check or {}
+    for p in check.get("passes", ()):
+        predicted = p.get("predicted_removed")
+        pred = f"predicted {predicted:.1%} removed, " if predicted is not None else ""
+        console.print(f"latency pass {p['pass']} (batch {p['batch']}): {pred}measured {1 - (p['ratio'] or 1):.1%} "
+                      f"removed ({p['ms']:.3f} vs {p['baseline_ms']:.3f} ms, {p['verdict']})")
+    if check.get("why"):
+        console.print(f"why measured and table differ: {check['why']}")
+    if report.int8 is not None:
+        q, row = report.int8, report.int8["latency"]
+        acc = (f", top-1 {100 * q['accuracy_float']:.2f} -> {100 * q['accuracy_int8']:.2f} %"
+               if q.get("accuracy_int8") is not None else "")
+        console.print(f"wrote int8 model {q['output']} ({q['int8_layers']} int8 layers, {len(q['fallen_back'])} "
+                      f"back to float{acc}; {row['speedup']:.2f}x the input at batch {row['batch']}, {row['verdict']})")
+
+
 def _check_finetune(args: argparse.Namespace) -> None:
     if args.finetune_epochs < 0:
         raise PlanError(f"--finetune-epochs {args.finetune_epochs}: give 0 (no fine-tuning) or more")
@@ -243,6 +303,9 @@ def _check_finetune(args: argparse.Namespace) -> None:
         if args.finetune_candidates != 1:
             raise PlanError("--finetune-candidates needs --finetune-epochs N (the full tune of the chosen finalist)")
         return
+    if args.quantize_int8:
+        raise PlanError("--finetune-epochs does not combine with --quantize-int8 yet; fine-tune the pruned model, "
+                        "then run `onnxprune quantize --max-drop` on it")
     if getattr(args, "triton_repo", None) is not None:
         raise PlanError("--finetune-epochs does not combine with --triton-repo; fine-tune first, then run "
                         "`onnxprune export-triton` on the tuned model")
@@ -310,6 +373,8 @@ def run(args: argparse.Namespace) -> int:
     deploy = deploy_options(args, args.output)
     _check_finetune(args)
     data = _data(args)
+    latency = _latency(args)
+    int8 = _int8(args, data, repair)
     console = Console()
     if data is None:
         console.print("No --data: data-free run, one uniform-ratio candidate (weight-norm criterion); "
@@ -327,7 +392,11 @@ def run(args: argparse.Namespace) -> int:
                             info=f"ep {episode.index} best reward {best.reward if best else 0:.4f} "
                                  f"acc {acc} MACs {best.macs if best else 0:,}")
 
-        report = pipeline.compress_file(
+        extra: dict[str, Any] = {}
+        if latency is not None:
+            extra = {"latency": latency, "int8": int8}
+        compress = pipeline.compress_latency_first if latency is not None else pipeline.compress_file
+        report = compress(
             args.model, args.output, target=target, metric=args.metric, agent=args.agent, episodes=args.episodes,
             seed=args.seed, round_to=args.round_to, max_ratio=args.max_ratio, criterion=args.criterion,
             reward=args.reward, data=data, runtime=Runtime(device=args.device, threads=args.threads, conv_search="HEURISTIC"),
@@ -336,7 +405,7 @@ def run(args: argparse.Namespace) -> int:
             input_shapes=parse_input_shapes(args.input_shape), deploy=deploy, agmc_pool=args.agmc_pool,
             joint=joint, save_finalists=args.finetune_candidates if args.finetune_epochs else 0,
             executor=ExecutorSettings(backend=args.backend, workers=args.workers, address=args.ray_address,
-                                      candidate_timeout=args.candidate_timeout, threads=args.threads))
+                                      candidate_timeout=args.candidate_timeout, threads=args.threads), **extra)
     console.print(_table(report))
     console.print(_widths(report))
     if report.quant is not None:
@@ -354,6 +423,7 @@ def run(args: argparse.Namespace) -> int:
             console.print(f"no deployable QDQ model: {q.get('deployable_reason')}")
         console.print(f"pruned float model {q['float_model']} and bits plan {q['bits_plan']} "
                       "(for `onnxprune finetune --quant-plan`)")
+    _print_latency(report, console)
     if report.triton_dir is not None:
         console.print(f"wrote Triton model {report.triton_dir} (config.pbtxt, 1/model.onnx)")
     report = dataclasses.replace(report, command=("onnxprune", *getattr(args, "argv", ())))

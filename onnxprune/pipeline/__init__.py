@@ -3,7 +3,8 @@
 Commands in ``onnxprune/commands`` call these functions; stages never call each other
 except through the plain dataclasses they return. One module per job keeps files small:
 :mod:`.evaluating` (eval, bench, cost), :mod:`.pruning` (analyze, prune, repair),
-:mod:`.compressing` (policy search and ``compress``), :mod:`.quantizing` (``quantize``),
+:mod:`.compressing` (policy search and ``compress``), :mod:`.latency_first` (measured latency
+target and int8 after pruning; :mod:`.latency_fit`, :mod:`.width_menu`), :mod:`.quantizing` (``quantize``),
 :mod:`.finetuning` (``finetune``, ``compress --finetune-epochs``),
 :mod:`.reporting` (HTML reports).
 
@@ -23,6 +24,8 @@ _HOMES: dict[str, str] = {
     "group_scores": "pruning", "prune_file": "pruning", "repair_pruned": "pruning",
     "FinetuneSettings": "finetuning", "finetune_compressed": "finetuning", "finetune_file": "finetuning",
     "finetune_finalists": "finetuning", "searched_path": "finetuning",
+    "check_model_widths": "evaluating", "Int8Settings": "latency_first",
+    "compress_latency_first": "latency_first", "LatencySettings": "latency_fit",
     "QuantizeSettings": "quantizing", "quantize_file": "quantizing",
     "report_files": "reporting", "write_report": "reporting",
 }

@@ -40,6 +40,7 @@ from onnxprune.pipeline.ddpg_agent import run_ddpg
 from onnxprune.pipeline.gnnrl import run_gnnrl
 from onnxprune.pipeline.joint import (JointSettings, bit_space, calibration_spec, deployable_hook, joint_report,
                                       joint_round_to, make_quantizer, quantizing_apply)
+from onnxprune.pipeline.latency_fit import LatencySettings, measured_space, table_ms
 from onnxprune.pipeline.latency_table import measure_table
 from onnxprune.pipeline.pruning import RepairOutcome, RepairSettings, repair_best, repairing_apply
 from onnxprune.plan import ROUND_TO
@@ -139,26 +140,34 @@ def resolve_round_to(analysis: Analysis, importance: Sequence[np.ndarray], reque
 
 def search_space(analysis: Analysis, importance: Sequence[np.ndarray], requested: int | None, *, target: float,
                  metric: str, reward: str, max_ratio: float, device: Device, threads: int | None,
-                 cache: Path) -> SearchSpace:
+                 cache: Path, latency: LatencySettings | None = None,
+                 fit_points: Sequence[tuple[float, float]] = ()) -> SearchSpace:
     """The search space: rounding by :func:`resolve_round_to`, and the latency table when needed.
 
     For a ``latency`` metric or reward, the per-layer table is timed on ``device`` with
     :func:`~onnxprune.evaluate.timing_threads` of ``threads`` (cached in ``cache``). With the
     ``latency`` metric and ``requested`` ``None``, multiples of 8 chosen by MACs are checked again
     against the table; where they miss, free widths are used and the table is timed again on their
-    finer width grid.
+    finer width grid. ``latency`` (batch, width menu, whole-model fit to ``fit_points`` or to new
+    probes) goes to :func:`~onnxprune.pipeline.latency_fit.measured_space`.
     """
     round_to = resolve_round_to(analysis, importance, requested, target=target, metric=metric, max_ratio=max_ratio)
-    latency = None
+    model = None
+    batch = latency.batch if latency is not None else 1
+    timer = Runtime(device=device, threads=timing_threads(threads))
     if "latency" in (metric, reward):  # per-layer table timed on this machine, cached beside the output
-        timer = Runtime(device=device, threads=timing_threads(threads))
-        latency = LatencyModel(analysis, measure_table(analysis, timer, round_to=round_to, cache=cache))
+        model = LatencyModel(analysis, measure_table(analysis, timer, round_to=round_to, cache=cache, batch=batch))
         if metric == "latency" and requested is None and round_to != 1:
             round_to = resolve_round_to(analysis, importance, None, target=target, metric=metric,
-                                        max_ratio=max_ratio, latency=latency)
+                                        max_ratio=max_ratio, latency=model)
             if round_to == 1:
-                latency = LatencyModel(analysis, measure_table(analysis, timer, round_to=1, cache=cache))
-    return SearchSpace.build(analysis, importance, max_ratio=max_ratio, round_to=round_to, latency=latency)
+                model = LatencyModel(analysis, measure_table(analysis, timer, round_to=1, cache=cache, batch=batch))
+    space = SearchSpace.build(analysis, importance, max_ratio=max_ratio, round_to=round_to, latency=model)
+    if latency is None:
+        return space
+    menu_cache = cache.with_name(cache.name.removesuffix(".latency.json") + ".widths.json")
+    return measured_space(space, timer, latency, metric=metric, table_cache=cache, menu_cache=menu_cache,
+                          points=fit_points)
 
 
 def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], *, target: float,
@@ -172,7 +181,8 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
                   proto_limit: int = PROTOBUF_LIMIT, finalists: int = TOP_EPISODES,
                   latency_threads: int | None = None, agmc_pool: str = "mean",
                   joint: JointSettings | None = None, save_finalists: int = 0,
-                  executor: ExecutorSettings | None = None) -> CompressReport:
+                  executor: ExecutorSettings | None = None, latency: LatencySettings | None = None,
+                  fit_points: Sequence[tuple[float, float]] = ()) -> CompressReport:
     """Search per-group ratios meeting ``target`` and save the best pruned model to ``output``.
 
     The best candidate so far is always at ``output`` and the search state at
@@ -196,7 +206,9 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     (``CompressReport.finalist_files``, for ``--finetune-candidates``; not with ``joint``). ``executor`` (``--backend``) says where
     candidates are scored (:mod:`onnxprune.execute`; default in this process): the results are the
     same on every backend, and a remote worker's candidate is built again here only when it is the new
-    best (to save it).
+    best (to save it). ``latency`` times the table, the
+    width menu and the whole-model fit at its batch (:mod:`onnxprune.pipeline.latency_fit`;
+    ``fit_points`` refit the correction instead of timing probes).
     """
     source, target_path = Path(path).resolve(), Path(output).resolve()
     _check_options(source, target_path, output, agent=agent, policy=policy, agmc_pool=agmc_pool)
@@ -221,7 +233,8 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
                                   max_ratio=max_ratio, settings=joint)
     space = search_space(analysis, importance, round_to, target=target, metric=PRUNE_METRIC.get(metric, metric),
                          reward=reward, max_ratio=max_ratio, device=runtime.device if runtime else "cpu", threads=latency_threads,
-                         cache=target_path.with_name(target_path.name + ".latency.json"))
+                         cache=target_path.with_name(target_path.name + ".latency.json"),
+                         latency=latency, fit_points=fit_points)
     round_to = space.round_to
     accuracy_before, score, run_info = None, None, None
     scoring = runtime or Runtime(device="cpu", proto_limit=proto_limit)
@@ -248,6 +261,9 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     config = _run_config(source, target=target, metric=metric, agent=agent, seed=seed, round_to=round_to,
                          max_ratio=max_ratio, criterion=criterion, reward=reward, data=data, repair=repair,
                          episodes=episodes, warmup=warmup, policy=policy, ppo=ppo, agmc_pool=agmc_pool)
+    if latency is not None:
+        config["latency"] = {"batch": latency.batch, "width_menu": latency.width_menu,
+                             "precision": latency.precision, "menu": [list(m) for m in space.menu or ()]}
     if joint is not None:
         config["joint"] = {**asdict(joint), "w_bits": list(joint.w_bits), "a_bits": list(joint.a_bits),
                            "keep_float": list(joint.keep_float)}
@@ -322,7 +338,8 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
                           agmc_pool=agmc_pool if agent == "agmc" else None,
                           provider=run_info.provider if run_info else None, round_to=round_to, opset=opset,
                           frozen=frozen_groups(analysis), history=episode_costs(state, seen), run=run_info,
-                          versions=package_versions(), finalist_files=finalist_files, **quant)
+                          versions=package_versions(), finalist_files=finalist_files,
+                          latency_check=latency_summary(space, best.keeps, latency), **quant)
 
 
 def _save_finalists(original: onnx.ModelProto, pool: Sequence[Episode], pick: int, fixed: RepairOutcome, count: int,
@@ -353,6 +370,21 @@ def worker_threads(settings: ExecutorSettings, scoring: Runtime) -> int:
 def _close(executor: Executor | None) -> None:
     if executor is not None:
         executor.close()
+
+
+def latency_summary(space: SearchSpace, keeps: Sequence[int], latency: LatencySettings | None
+                    ) -> dict[str, object] | None:
+    """Table and predicted milliseconds of the input and the chosen candidate, the fit and the width menu."""
+    if latency is None:
+        return None
+    summary: dict[str, object] = {"batch": latency.batch, "width_menu": [list(m) for m in space.menu]
+                                  if space.menu is not None else None, "menu_precision": latency.precision}
+    if space.latency is not None:
+        correction = space.latency.correction
+        summary.update(table_ms=[table_ms(space, space.sizes), table_ms(space, keeps)],
+                       predicted_ms=[space.measure(space.sizes, "latency"), space.measure(keeps, "latency")],
+                       correction=correction.to_json() if correction is not None else None)
+    return summary
 
 
 def frozen_groups(analysis: Analysis) -> tuple[FrozenGroup, ...]:

@@ -8,11 +8,13 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from onnxprune.analyze import analyze
 from onnxprune.analyze import cost as analyze_cost
 from onnxprune.errors import OnnxPruneError
 from onnxprune.evaluate import BenchResult, DataSpec, EvalResult, Protocol, Runtime, bench, evaluate, open_data
 from onnxprune.evaluate.cost import CostReport, disk_bytes
 from onnxprune.load import load
+from onnxprune.pipeline.width_menu import WidthCheck, check_widths
 
 logger = logging.getLogger(__name__)
 
@@ -64,3 +66,14 @@ def model_cost(model: str | os.PathLike[str], bits: Mapping[str, tuple[int, int]
         logger.warning("no MACs/params for %s: %s", model, exc)
         return CostReport(bytes_on_disk=size)
     return CostReport(bytes_on_disk=size, macs=counts.macs, params=counts.params, bops=counts.bops)
+
+
+def check_model_widths(model: str | os.PathLike[str], *, runtime: Runtime, batch: int = 1,
+                       seed: int = 0) -> tuple[WidthCheck, ...]:
+    """``bench --widths``: time one step down from each class of the model's group widths.
+
+    A class whose step saves far more time than MACs runs a slow width (padded to a block), one
+    whose step saves almost nothing gains little from further cuts there
+    (:func:`~onnxprune.pipeline.width_menu.check_widths`).
+    """
+    return check_widths(analyze(load(model)), runtime, batch=batch, seed=seed)

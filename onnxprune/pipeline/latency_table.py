@@ -5,8 +5,9 @@ rebuilt as a tiny single-node model (random weights, batch 1, the layer's attrib
 pair of kept widths on a grid (``fractions`` of the input and output channels, rounded to
 ``round_to``), and timed on the given :class:`~onnxprune.evaluate.Runtime`: a few warm-up runs,
 then the median of ``repeats`` runs. Results are cached in a JSON file; entries already there
-for the same device and width grid are reused, so a second search on the model measures nothing
-(a grid of another ``round_to`` is timed again: interpolation clamps to the measured widths).
+for the same device (and batch) whose width grid holds the requested one are reused, so a second
+search on the model measures nothing (a grid of another ``round_to`` is timed again: interpolation
+clamps to the measured widths).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,18 +43,18 @@ def grid(size: int, fractions: Sequence[float], round_to: int) -> tuple[int, ...
     return tuple(sorted(out))
 
 
-def single_node(layer: Layer, c_in: int, c_out: int, rng: np.random.Generator) -> onnx.ModelProto:
-    """A one-node model of ``layer`` with ``c_in`` input and ``c_out`` output channels."""
+def single_node(layer: Layer, c_in: int, c_out: int, rng: np.random.Generator, batch: int = 1) -> onnx.ModelProto:
+    """A one-node model of ``layer`` with ``c_in`` input and ``c_out`` output channels, at ``batch``."""
     attrs = dict(layer.attrs)
     if layer.op == "Conv":
         group = c_out if layer.depthwise else 1
         if layer.depthwise:
             c_in = c_out
             attrs["group"] = group
-        x_shape = [1, c_in, *layer.spatial]
+        x_shape = [batch, c_in, *layer.spatial]
         w_shape = [c_out, c_in // group, *layer.weight[2:]]
     else:
-        x_shape = [c_in, 1] if attrs.get("transA") else [1, c_in]
+        x_shape = [c_in, batch] if attrs.get("transA") else [batch, c_in]
         w_shape = [c_out, c_in] if attrs.get("transB") else [c_in, c_out]
     inits = [numpy_helper.from_array(rng.standard_normal(w_shape).astype(np.float32), "w")]
     if layer.bias:
@@ -65,7 +66,7 @@ def single_node(layer: Layer, c_in: int, c_out: int, rng: np.random.Generator) -
 
 
 def time_model(runtime: Runtime, model: onnx.ModelProto, repeats: int, warmup: int = 3) -> float:
-    """Median milliseconds of one run of ``model`` (batch 1, random input)."""
+    """Median milliseconds of one run of ``model`` (its input shape, random values)."""
     session = runtime.create(model)
     spec = session.inputs[0]
     x = np.random.default_rng(0).standard_normal([d or 1 for d in spec.shape]).astype(np.float32)
@@ -80,16 +81,17 @@ def time_model(runtime: Runtime, model: onnx.ModelProto, repeats: int, warmup: i
     return 1000.0 * float(np.median(times))
 
 
-def device_label(runtime: Runtime) -> str:
-    """What the table was measured on (changing any part invalidates a cached table)."""
+def device_label(runtime: Runtime, batch: int = 1) -> str:
+    """What the table was measured on (changing any part invalidates a cached table; batch 1 is implied)."""
     probe = runtime.create(single_node(Layer("probe", "Gemm", 1, 1, (), {}, (1, 1), False, False), 1, 1,
                                        np.random.default_rng(0)))
-    return f"{probe.info.provider}|{probe.info.cpu}|threads={runtime.threads}|ort={probe.info.ort_version}"
+    label = f"{probe.info.provider}|{probe.info.cpu}|threads={runtime.threads}|ort={probe.info.ort_version}"
+    return label if batch == 1 else f"{label}|batch={batch}"
 
 
 def measure_table(analysis: Analysis, runtime: Runtime, *, cache: Path | None = None,
                   fractions: Sequence[float] = FRACTIONS, round_to: int = 1, repeats: int = 20,
-                  seed: int = 0) -> LatencyTable:
+                  seed: int = 0, batch: int = 1, widths: Mapping[int, Sequence[int]] | None = None) -> LatencyTable:
     """The latency table of every timed layer of ``analysis.model`` on ``runtime``.
 
     Args:
@@ -101,11 +103,14 @@ def measure_table(analysis: Analysis, runtime: Runtime, *, cache: Path | None = 
         round_to: Round the measured widths like the search does.
         repeats: Timed runs per width pair (the median is kept).
         seed: Seed of the random weights.
+        batch: Batch size of the timed layers (``compress --latency-batch``).
+        widths: Extra widths to measure, by unpruned channel count (e.g. a width menu's: 64 -> 16, 32,
+            48), so the table is measured, not interpolated, at the widths the search can pick.
 
     Returns:
         The table (also written to ``cache``).
     """
-    device = device_label(runtime)
+    device = device_label(runtime, batch)
     entries: dict[str, TableEntry] = {}
     if cache is not None and cache.exists():
         try:
@@ -119,12 +124,15 @@ def measure_table(analysis: Analysis, runtime: Runtime, *, cache: Path | None = 
         layer = describe(node, analysis.model.shapes.get)
         if layer is None:
             continue
-        outs = grid(layer.c_out, fractions, round_to)
-        ins = (0,) if layer.depthwise else grid(layer.c_in, fractions, round_to)
+        extra = widths or {}
+        outs = tuple(sorted({*grid(layer.c_out, fractions, round_to), *extra.get(layer.c_out, ())}))
+        ins = (0,) if layer.depthwise else tuple(sorted({*grid(layer.c_in, fractions, round_to),
+                                                          *extra.get(layer.c_in, ())}))
         known = entries.get(layer.key)
-        if known is not None and (known.widths_in, known.widths_out) == (ins, outs):
+        if known is not None and set(ins) <= set(known.widths_in) and set(outs) <= set(known.widths_out):
             continue
-        ms = tuple(tuple(time_model(runtime, single_node(layer, ci, co, rng), repeats) for co in outs) for ci in ins)
+        ms = tuple(tuple(time_model(runtime, single_node(layer, ci, co, rng, batch), repeats) for co in outs)
+                   for ci in ins)
         entries[layer.key] = TableEntry(ins, outs, ms)
         measured += len(ins) * len(outs)
     table = LatencyTable(device, entries)

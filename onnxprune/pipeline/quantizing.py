@@ -109,6 +109,15 @@ def _output_error(model: Model, feeds: Mapping[str, np.ndarray], method: str, ru
     return error
 
 
+def _set_metadata(model: onnx.ModelProto, values: Mapping[str, str]) -> None:
+    """Set ``values`` in the metadata, replacing keys already there (a model ``compress`` wrote has them:
+    a duplicate key fails the ONNX checker)."""
+    kept = [(p.key, p.value) for p in model.metadata_props if p.key not in values]
+    del model.metadata_props[:]
+    for key, value in [*kept, *values.items()]:
+        model.metadata_props.add(key=key, value=value)
+
+
 def quantize_file(path: str | os.PathLike[str], output: str | os.PathLike[str], settings: QuantizeSettings, *,
                   input_shapes: Mapping[str, Sequence[int]] | None = None) -> QuantizeReport:
     """Quantize ``path`` as ``settings`` say and save atomically to ``output`` (the input is never modified)."""
@@ -140,8 +149,8 @@ def quantize_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
         result = fall_back(plan, order, build_score, before, settings.max_drop)
         fallen, after = result.fallen_back, result.accuracy
         built, written, opset = cache.get(tuple(sorted(result.plan.bits)), (model.proto, {}, opset))
-    for key, value in (("command", "quantize"), ("mode", "simulate" if settings.simulate else "deploy")):
-        built.metadata_props.add(key=f"onnxprune.{key}", value=value)
+    _set_metadata(built, {"onnxprune.command": "quantize", "onnxprune.mode": "simulate" if settings.simulate
+                          else "deploy"})
     saved = save_model(built, target)
     report = bops_report(model, QuantPlan(written))
     return QuantizeReport(source=str(source), output=saved, mode="simulate" if settings.simulate else "deploy",

@@ -11,12 +11,22 @@ counted, nor are grouped (not depthwise) convolutions: the metric is the time of
 whose width pruning changes. A node whose pruned shapes are unknown counts at full width.
 The table is built by :func:`onnxprune.pipeline.latency_table.measure_table`; this module only
 reads it.
+
+**Whole-model correction.** The sum misses what lies between the timed layers: fixed per-run
+overhead, memory-bound ops on the residual widths, layout reorders, and a layer in a graph runs
+at another speed than alone. A :class:`Correction` ``measured_ms = scale * table_ms + offset`` is
+fitted (:func:`fit_correction`) to whole models timed end to end on the device (the unpruned
+model, uniform probes, the written candidate) by :mod:`onnxprune.pipeline.latency_fit`; with it
+:meth:`LatencyModel.predict` is in measured milliseconds, so a latency target is a target on the
+measured model. A positive ``offset`` is time pruning does not remove: the same target then
+needs a deeper cut of the timed layers.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,12 +156,62 @@ class LatencyTable:
             raise PlanError(f"malformed latency table ({exc}); delete the .latency.json file to measure again") from exc
 
 
-class LatencyModel:
-    """Predicted milliseconds of a pruned model: the table's entries summed over its Conv/Gemm nodes."""
+@dataclass(frozen=True)
+class Correction:
+    """Whole-model latency from the table's sum: ``scale * table_ms + offset``.
 
-    def __init__(self, analysis: Analysis, table: LatencyTable) -> None:
+    Attributes:
+        scale: Measured milliseconds per table millisecond.
+        offset: Measured milliseconds no timed layer accounts for.
+        points: ``(table_ms, measured_ms)`` pairs it was fitted to.
+    """
+
+    scale: float = 1.0
+    offset: float = 0.0
+    points: tuple[tuple[float, float], ...] = ()
+
+    def __call__(self, table_ms: float) -> float:
+        """Predicted whole-model milliseconds of a candidate whose table sum is ``table_ms``."""
+        return self.scale * table_ms + self.offset
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {"scale": self.scale, "offset": self.offset, "points": [list(p) for p in self.points]}
+
+
+def fit_correction(points: Sequence[tuple[float, float]]) -> Correction:
+    """Least-squares ``measured = scale * table + offset`` through ``(table_ms, measured_ms)`` points.
+
+    With one point, or a fit whose scale or offset comes out negative (noise on nearly equal
+    table sums), the offset is pinned at the smallest non-negative value that fits: a pure ratio
+    through the origin, or the intercept with the scale clipped at zero.
+
+    Raises:
+        PlanError: no points.
+    """
+    if not points:
+        raise PlanError("a latency correction needs at least one whole-model measurement")
+    table = np.array([p[0] for p in points], dtype=np.float64)
+    measured = np.array([p[1] for p in points], dtype=np.float64)
+    frozen = tuple((float(t), float(m)) for t, m in points)
+    if len(points) >= 2 and np.ptp(table) > 1e-9:
+        scale, offset = np.polyfit(table, measured, 1)
+        if scale > 0 and offset >= 0:
+            return Correction(float(scale), float(offset), frozen)
+    ratio = float(measured.sum() / max(table.sum(), 1e-12))
+    return Correction(ratio, 0.0, frozen)
+
+
+class LatencyModel:
+    """Predicted milliseconds of a pruned model: the table's entries summed over its Conv/Gemm nodes.
+
+    With a :class:`Correction`, :meth:`predict` is the corrected whole-model figure.
+    """
+
+    def __init__(self, analysis: Analysis, table: LatencyTable, correction: Correction | None = None) -> None:
         """Match the model's timed nodes to the table's entries (raises if one is missing)."""
         self.table = table
+        self.correction = correction
         shapes = analysis.model.shapes.get
         self.nodes: list[tuple[onnx.NodeProto, Layer]] = []
         for node in analysis.model.proto.graph.node:
@@ -163,8 +223,22 @@ class LatencyModel:
                                 "delete the .latency.json file to measure again")
             self.nodes.append((node, layer))
 
+    def corrected(self, correction: Correction | None) -> LatencyModel:
+        """The same model and table with another correction."""
+        other = copy.copy(self)
+        other.correction = correction
+        return other
+
     def predict(self, shape_of: ShapeOf) -> float:
-        """Milliseconds of the model whose tensor shapes ``shape_of`` gives (e.g. ``pruned_shapes``)."""
+        """Milliseconds of the model whose tensor shapes ``shape_of`` gives (e.g. ``pruned_shapes``).
+
+        The table's sum, through the correction when there is one.
+        """
+        total = self.table_ms(shape_of)
+        return self.correction(total) if self.correction is not None else total
+
+    def table_ms(self, shape_of: ShapeOf) -> float:
+        """The table's sum over the timed nodes (no correction)."""
         total = 0.0
         for node, layer in self.nodes:
             x, w = shape_of(node.input[0]), shape_of(node.input[1])

@@ -115,16 +115,15 @@ def _bisect(space: SearchSpace, meter: _Meter, actions: np.ndarray, goal: float,
 
 def _polish(space: SearchSpace, meter: _Meter, keeps: list[int], goal: float, tol: float) -> list[int]:
     """Greedy single-group moves of one rounding step toward ``goal``."""
-    step = space.round_to
     for _ in range(4 * len(space)):
         current = abs(meter(tuple(keeps)) - goal)
         if current <= tol * goal:
             break
         best, best_gap = None, current
         for i, size in enumerate(space.sizes):
-            if size <= step:
+            if space.menu is None and size <= space.round_to:
                 continue
-            for k in (keeps[i] - step, keeps[i] + step):
+            for k in space.steps(i, keeps[i]):
                 if space.min_keep(i) <= k <= size:
                     trial = keeps[:i] + [k] + keeps[i + 1:]
                     gap = abs(meter(tuple(trial)) - goal)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from onnxprune.errors import PlanError
 from onnxprune.plan import Plan, keep_count
 from onnxprune.rewrite.prune import repair_plan, tensor_masks, unit_mask
 from onnxprune.search.latency import LatencyModel
+from onnxprune.search.widths import WidthMenu, snap
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,9 @@ class SearchSpace:
         max_ratio: Largest fraction of a group's channels that may be removed.
         round_to: Keep counts are multiples of this (where the group is large enough).
         latency: Predicts the latency of a candidate (needed by the ``latency`` metric).
+        menu: Allowed widths per group (ascending, aligned with ``group_ids``; a measured
+            :class:`~onnxprune.search.widths.WidthMenu`): keep counts snap to the nearest one.
+            ``None``: every multiple of ``round_to``.
     """
 
     analysis: Analysis
@@ -54,6 +58,7 @@ class SearchSpace:
     max_ratio: float = 0.8
     round_to: int = 1
     latency: LatencyModel | None = None
+    menu: tuple[tuple[int, ...], ...] | None = None
 
     @classmethod
     def build(cls, analysis: Analysis, scores: Sequence[np.ndarray], *, max_ratio: float = 0.8,
@@ -72,16 +77,40 @@ class SearchSpace:
     def __len__(self) -> int:
         return len(self.group_ids)
 
+    def with_menu(self, menu: WidthMenu) -> SearchSpace:
+        """This space with keep counts limited to ``menu``'s widths (no width below :meth:`min_keep`)."""
+        allowed = []
+        for i, gid in enumerate(self.group_ids):
+            fewest = keep_count(self.sizes[i], self.max_ratio, self.round_to)
+            widths = tuple(w for w in menu.widths(gid) if fewest <= w <= self.sizes[i])
+            allowed.append(widths if widths else (self.sizes[i],))
+        return replace(self, menu=tuple(allowed))
+
     def min_keep(self, index: int) -> int:
         """Fewest units group ``index`` (position in the space) may keep."""
+        if self.menu is not None:
+            return self.menu[index][0]
         return keep_count(self.sizes[index], self.max_ratio, self.round_to)
+
+    def steps(self, index: int, keep: int) -> tuple[int, ...]:
+        """The widths one step below and above ``keep`` for group ``index`` (within its limits)."""
+        if self.menu is not None:
+            widths = self.menu[index]
+            lower = [w for w in widths if w < keep]
+            upper = [w for w in widths if w > keep]
+            return tuple([*lower[-1:], *upper[:1]])
+        step = self.round_to
+        return tuple(k for k in (keep - step, keep + step) if self.min_keep(index) <= k <= self.sizes[index])
 
     def keeps(self, actions: Sequence[float]) -> tuple[int, ...]:
         """Keep counts of ``actions`` (fractions removed, clipped to ``[0, max_ratio]``)."""
         if len(actions) != len(self):
             raise PlanError(f"{len(actions)} actions for {len(self)} prunable groups")
         clipped = np.clip(np.asarray(actions, dtype=np.float64), 0.0, self.max_ratio)
-        return tuple(keep_count(size, float(a), self.round_to) for size, a in zip(self.sizes, clipped))
+        keeps = tuple(keep_count(size, float(a), self.round_to) for size, a in zip(self.sizes, clipped))
+        if self.menu is None:
+            return keeps
+        return tuple(snap(k, widths) for k, widths in zip(keeps, self.menu))
 
     def actions_of(self, keeps: Sequence[int]) -> tuple[float, ...]:
         """Fractions removed that the keep counts amount to."""

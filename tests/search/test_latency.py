@@ -156,7 +156,7 @@ def test_latency_target_out_of_reach_of_8s_uses_free_widths(analysis, tmp_path: 
     target = (eights + free) / 2
     timed: list[int] = []
 
-    def fake_table(analysis, runtime, *, round_to: int, cache: Path) -> LatencyTable:  # noqa: ANN001
+    def fake_table(analysis, runtime, *, round_to: int, cache: Path, **_: object) -> LatencyTable:  # noqa: ANN001
         timed.append(round_to)
         return _offset_table(analysis, round_to, offset)
 
