@@ -6,6 +6,7 @@ model itself; data is scikit-learn's digits (no ../shared needed).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +127,37 @@ def test_resume_after_an_interrupt_repeats_the_run(digits: dict[str, Path], tmp_
     other = TrainConfig(epochs=4, batch_size=32, lr=0.02, augment="crop-flip", axes=(2, 3), seed=3)
     with pytest.raises(DataError, match="other settings"):
         train(GraphModule(onnx.load(digits["student"])), x, y, teacher, other, checkpoint=ckpt, resume=True)
+
+
+def test_a_collapsed_epoch_is_undone_and_runs_again_at_half_the_rate(digits: dict[str, Path]) -> None:
+    split = digits_split()
+    x = (split.train_images[:128, None] / 16.0).astype(np.float32)
+    y = split.train_labels[:128]
+    teacher_module = GraphModule(onnx.load(TEACHER))
+
+    def teacher(batch: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return teacher_module(torch.from_numpy(batch))[0].numpy()
+
+    scores = iter([0.9, 0.1, 0.92, 0.95])  # before training, epoch 1 (collapsed), epoch 1 again, epoch 2
+    seen: list[dict[str, np.ndarray]] = []
+
+    def validate(values: dict[str, np.ndarray]) -> float:
+        seen.append({n: np.array(v) for n, v in values.items()})
+        return next(scores)
+
+    module = GraphModule(onnx.load(digits["student"]))
+    config = TrainConfig(epochs=2, batch_size=32, lr=0.02, seed=0)
+    result = train(module, x, y, teacher, config, validate=validate)
+    assert [(e.epoch, e.undone) for e in result.history] == [(0, True), (0, False), (1, False)]
+    assert result.history[1].lr == pytest.approx(result.history[0].lr / 2, rel=1e-12)
+    assert result.best_epoch == 1 and result.best_top1 == 0.95
+    # the rerun starts from the weights and optimizer before the undone epoch: it equals a fresh run at lr / 2
+    fresh: list[dict[str, np.ndarray]] = []
+    train(GraphModule(onnx.load(digits["student"])), x, y, teacher, dataclasses.replace(config, lr=0.01),
+          validate=lambda v: fresh.append({n: np.array(a) for n, a in v.items()}) or 0.9)
+    for name in seen[2]:
+        np.testing.assert_allclose(seen[2][name], fresh[1][name], rtol=0, atol=1e-6)
 
 
 def test_augment_is_seeded_and_keeps_shape() -> None:

@@ -14,7 +14,7 @@ from onnxprune.errors import DataError
 from onnxprune.evaluate import DataSpec, make_preprocess
 from onnxprune.evaluate.preprocess import PRESETS
 from onnxprune.finetune.augment import AUGMENTS
-from onnxprune.finetune.train import EpochLog, TrainConfig
+from onnxprune.finetune.train import QAT_LR, EpochLog, TrainConfig
 from onnxprune.io import write_json_atomic
 from onnxprune.pipeline.finetuning import FinetuneSettings, checkpoint_path, finetune_file
 from onnxprune.quantize import QuantPlan
@@ -24,8 +24,9 @@ from onnxprune.report import FinetuneReport
 def add_training_options(parser: argparse.ArgumentParser, prefix: str = "") -> None:
     """Hyper-parameters shared by ``finetune`` and ``compress --finetune-epochs`` (``prefix``: ``finetune-``)."""
     d = TrainConfig()
-    parser.add_argument(f"--{prefix}lr", type=float, default=d.lr, metavar="LR",
-                        help=f"peak learning rate, cosine-annealed (default {d.lr})")
+    parser.add_argument(f"--{prefix}lr", type=float, default=None, metavar="LR",
+                        help=f"peak learning rate, cosine-annealed (default {d.lr}; {QAT_LR} for quantization-aware "
+                             "training, whose rounded weights diverge at float rates)")
     parser.add_argument(f"--{prefix}batch-size", type=int, default=d.batch_size, metavar="N",
                         help=f"samples per step (default {d.batch_size})")
     parser.add_argument(f"--{prefix}weight-decay", type=float, default=d.weight_decay, metavar="W",
@@ -78,7 +79,9 @@ def settings_from(args: argparse.Namespace, data: Path, epochs: int, prefix: str
     if epochs < 1 or opt("val_images") < 1:
         raise DataError("--epochs and --val-images take a positive number")
     preprocess = make_preprocess(args.preprocess, scale=args.scale, layout=args.layout)
-    config = TrainConfig(epochs=epochs, batch_size=opt("batch_size"), lr=opt("lr"), weight_decay=opt("weight_decay"),
+    qat = quant_plan is not None or bool(getattr(args, "quantize", False))
+    lr = opt("lr") if opt("lr") is not None else (QAT_LR if qat else TrainConfig().lr)
+    config = TrainConfig(epochs=epochs, batch_size=opt("batch_size"), lr=lr, weight_decay=opt("weight_decay"),
                          temperature=opt("temperature"), alpha=opt("alpha"), seed=args.seed)
     return FinetuneSettings(data=DataSpec(path=data, preprocess=preprocess, seed=args.seed),
                             val_images=opt("val_images"), config=config, augment=opt("augment"),
@@ -122,8 +125,12 @@ def table(report: FinetuneReport) -> Table:
     for col in ("epoch", "loss", "distill", "CE", "val top-1 %", "lr", "s"):
         out.add_column(col, justify="right")
     for e in report.history:
-        out.add_row(str(e.epoch + 1), f"{e.loss:.4f}", f"{e.distill:.4f}", "-" if e.ce is None else f"{e.ce:.4f}",
+        out.add_row(f"{e.epoch + 1}{' undone' if e.undone else ''}", f"{e.loss:.4f}", f"{e.distill:.4f}", "-" if e.ce is None else f"{e.ce:.4f}",
                     "-" if e.val_top1 is None else f"{100 * e.val_top1:.2f}", f"{e.lr:.4g}", f"{e.seconds:.1f}")
+    undone = sum(e.undone for e in report.history)
+    if undone:
+        out.caption = (f"{undone} epoch(s) collapsed and were undone, each halving the learning rate "
+                       "(pass a lower --lr)")
     return out
 
 

@@ -15,10 +15,16 @@ Contract:
     best-scoring epoch's (the last epoch's without validation). Training runs on ``device`` (the
     module is moved there; inputs stay in host memory and go over batch by batch); the values
     returned and checkpointed are host (numpy / CPU) copies, so a run resumes on either device.
+    Divergence guard: an epoch whose validation top-1 falls below half the best so far (the run
+    blew up: at a too-high rate rounded QAT weights do) is undone (weights and optimizer back to
+    the epoch's start), the learning rate is halved for the rest of the run and the epoch runs
+    again, at most :data:`MAX_BACKOFFS` times per run; the undone epoch stays in the history
+    with ``undone=True``.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
@@ -40,7 +46,11 @@ from onnxprune.finetune.interpreter import GraphModule
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
+#: Default peak learning rate of quantization-aware training (float fine-tuning: ``TrainConfig.lr``).
+QAT_LR = 0.001
+#: How often one run may undo a collapsed epoch and halve its learning rate.
+MAX_BACKOFFS = 3
 Teacher = Callable[[np.ndarray], np.ndarray]
 Validate = Callable[[Mapping[str, np.ndarray]], "float | None"]
 
@@ -97,6 +107,7 @@ class EpochLog:
     val_top1: float | None
     lr: float
     seconds: float
+    undone: bool = False
 
 
 @dataclass(frozen=True)
@@ -161,6 +172,11 @@ def _values(module: GraphModule) -> dict[str, np.ndarray]:
     return {name: p.detach().cpu().numpy().copy() for name, p in module.named_initializers().items()}
 
 
+def _snapshot(module: GraphModule, optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Copies of the module's and the optimizer's state (to undo a collapsed epoch)."""
+    return ({k: v.detach().clone() for k, v in module.state_dict().items()}, copy.deepcopy(optimizer.state_dict()))
+
+
 def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
@@ -214,12 +230,13 @@ def train(module: GraphModule, inputs: np.ndarray, labels: np.ndarray | None, te
                                 weight_decay=config.weight_decay)
     identity = _identity(module, config, samples)
     history: list[EpochLog] = []
-    start = 0
+    start, lr_scale, backoffs = 0, 1.0, 0
     if resume and checkpoint is not None:
         payload = _read_checkpoint(checkpoint, identity)
         module.load_state_dict(payload["state"])
         optimizer.load_state_dict(payload["optimizer"])
         start, history = payload["epoch"], [EpochLog(**e) for e in payload["history"]]
+        lr_scale, backoffs = float(payload["lr_scale"]), int(payload["backoffs"])
         saved, initial = payload["best"], payload["initial"]
         best = {**saved, "values": {n: t.numpy() for n, t in saved["values"].items()}}
         logger.info("resuming at epoch %d of %d from %s", start + 1, config.epochs, checkpoint)
@@ -228,12 +245,26 @@ def train(module: GraphModule, inputs: np.ndarray, labels: np.ndarray | None, te
         best = {"epoch": -1, "top1": score, "values": _values(module)}
         initial = score
     cached: dict[int, np.ndarray] = {}
-    for epoch in range(start, config.epochs):
-        history.append(_epoch(module, optimizer, inputs, labels, teacher, config, epoch, steps, total, cached, on_step,
-                              device))
+    epoch = start
+    while epoch < config.epochs:
+        snapshot = _snapshot(module, optimizer) if best["top1"] is not None and backoffs < MAX_BACKOFFS else None
+        log = _epoch(module, optimizer, inputs, labels, teacher, config, epoch, steps, total, cached, on_step,
+                     device, lr_scale)
         values = _values(module)
         top1 = validate(values) if validate is not None else None
-        history[-1] = dataclasses.replace(history[-1], val_top1=top1)
+        log = dataclasses.replace(log, val_top1=top1)
+        if snapshot is not None and top1 is not None and top1 < 0.5 * best["top1"]:
+            module.load_state_dict(snapshot[0])
+            optimizer.load_state_dict(snapshot[1])
+            lr_scale, backoffs = lr_scale * 0.5, backoffs + 1
+            history.append(dataclasses.replace(log, undone=True))
+            logger.warning("epoch %d collapsed (validation top-1 %.2f %%, best %.2f %%): undone, learning rate "
+                           "halved to %.3g; it runs again", epoch + 1, 100 * top1, 100 * best["top1"],
+                           config.lr * lr_scale)
+            if on_epoch is not None:
+                on_epoch(history[-1])
+            continue
+        history.append(log)
         if top1 is None or best["top1"] is None or top1 > best["top1"]:
             best = {"epoch": epoch, "top1": top1, "values": values}
         if checkpoint is not None:
@@ -241,16 +272,18 @@ def train(module: GraphModule, inputs: np.ndarray, labels: np.ndarray | None, te
                 "version": CHECKPOINT_VERSION, "identity": identity, "epoch": epoch + 1, "initial": initial,
                 "state": module.state_dict(), "optimizer": optimizer.state_dict(),
                 "best": {**best, "values": {n: torch.from_numpy(v) for n, v in best["values"].items()}},
-                "history": [dataclasses.asdict(e) for e in history]})
+                "history": [dataclasses.asdict(e) for e in history], "lr_scale": lr_scale, "backoffs": backoffs})
         if on_epoch is not None:
             on_epoch(history[-1])
+        epoch += 1
     return TrainResult(values=best["values"], best_epoch=best["epoch"], best_top1=best["top1"],
                        history=tuple(history), resumed_from=start, initial_top1=initial)
 
 
 def _epoch(module: GraphModule, optimizer: torch.optim.Optimizer, inputs: np.ndarray, labels: np.ndarray | None,
            teacher: Teacher, config: TrainConfig, epoch: int, steps: int, total: int, cached: dict[int, np.ndarray],
-           on_step: Callable[[int, int, int, float], None] | None, device: torch.device) -> EpochLog:
+           on_step: Callable[[int, int, int, float], None] | None, device: torch.device,
+           lr_scale: float = 1.0) -> EpochLog:
     """One pass over a seeded permutation of ``inputs``; returns its mean losses."""
     started = time.perf_counter()
     rng = np.random.default_rng([config.seed, epoch])
@@ -269,7 +302,7 @@ def _epoch(module: GraphModule, optimizer: torch.optim.Optimizer, inputs: np.nda
             target = np.stack([cached[int(i)] for i in index])
         else:
             target = teacher(batch)
-        lr = config.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch * steps + step) / total))
+        lr = config.lr * lr_scale * 0.5 * (1.0 + math.cos(math.pi * (epoch * steps + step) / total))
         for group in optimizer.param_groups:
             group["lr"] = lr
         student = module(torch.from_numpy(batch).to(device))[0]
