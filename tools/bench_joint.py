@@ -33,7 +33,7 @@ from models.export import export_onnx  # noqa: E402
 from models.resnet_cifar import resnet_cifar  # noqa: E402
 from onnxprune import pipeline  # noqa: E402
 from onnxprune.evaluate import DataSpec, Runtime, make_preprocess  # noqa: E402
-from onnxprune.finetune.train import TrainConfig  # noqa: E402
+from onnxprune.finetune.train import QAT_LR, TrainConfig  # noqa: E402
 from onnxprune.pipeline.finetuning import FinetuneSettings, finetune_file  # noqa: E402
 from onnxprune.pipeline.joint import JointSettings  # noqa: E402
 from onnxprune.pipeline.pruning import RepairSettings  # noqa: E402
@@ -119,7 +119,7 @@ def main() -> int:
     parser.add_argument("--round-to", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--qat-epochs", type=int, default=0, help="quantization-aware training epochs (0: none)")
-    parser.add_argument("--qat-lr", type=float, default=0.01, help="QAT peak learning rate (cosine)")
+    parser.add_argument("--qat-lr", type=float, default=QAT_LR, help=f"QAT peak learning rate (cosine; default {QAT_LR})")
     parser.add_argument("--qat-threads", type=int, default=None, help="torch threads for QAT (default: all)")
     parser.add_argument("--json", type=Path, default=ROOT / "build" / "bench_joint.json")
     args = parser.parse_args()
