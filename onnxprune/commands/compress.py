@@ -11,11 +11,10 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from onnxprune import pipeline
 from onnxprune.commands._deploy_options import add_deploy_options, deploy_options, print_opset_notice
-from onnxprune.commands._tables import cost_table
+from onnxprune.commands.compress_tables import bits_table, candidates_table, print_latency, search_table, widths_table
 from onnxprune.commands._repair_options import add_repair_options, repair_mode
 from onnxprune.commands._model_options import add_input_shape_option, parse_input_shapes
 from onnxprune.commands.eval import data_spec
@@ -196,53 +195,6 @@ def _repair(args: argparse.Namespace) -> RepairSettings | None:
     return RepairSettings(calib=data_spec(ns), mode=mode, candidate_images=candidates)
 
 
-def _table(report: CompressReport) -> Table:
-    agent = report.agent if report.agmc_pool is None else f"{report.agent} {report.agmc_pool}"
-    table = cost_table(f"{Path(report.source).name} -> {report.output.name} ({agent}, "
-                       f"{report.episodes} episodes, {report.search_seconds:.1f} s)",
-                       report.before, report.after, report.bytes_before, report.bytes_after)
-    if report.latency_ms is not None:
-        before_ms, after_ms = report.latency_ms
-        table.add_row("Conv/Gemm ms (table)", f"{before_ms:.3f}", f"{after_ms:.3f}", f"{after_ms / before_ms:.3f}")
-    if report.accuracy_before is not None and report.accuracy_after is not None:
-        table.add_row("val top-1 %", f"{report.accuracy_before:.2f}", f"{report.accuracy_after:.2f}",
-                      f"{report.accuracy_after - report.accuracy_before:+.2f}")
-        if report.provider is not None:
-            table.caption = f"scored with ONNX Runtime {report.provider}"
-    if report.quant is not None:
-        q = report.quant
-        table.add_row("GBOPs vs float32", f"{q['input_bops_float32'] / 1e9:.3f}", f"{q['bops'] / 1e9:.3f}",
-                      f"{1 - q['reduction_vs_input_float32']:.4f}")
-        table.add_row("GBOPs vs all-int8", f"{q['input_bops_int8'] / 1e9:.3f}", f"{q['bops'] / 1e9:.3f}",
-                      f"{q['ratio_vs_input_int8']:.4f}")
-        table.add_row("bytes (weights at bits)", f"{q['input_bytes_float32']:,}", f"{q['bytes']:,}",
-                      f"{q['bytes'] / q['input_bytes_float32']:.4f}")
-    if report.accuracy_unrepaired is not None:
-        table.add_row("  as searched", "", f"{report.accuracy_unrepaired:.2f}", f"{report.repair_seconds:.1f} s")
-    if len(report.finalists) > 1:
-        scores = ", ".join("-" if b is None else f"{b:.2f}" for _, _, b in report.finalists)
-        table.add_row("  finalists repaired", "", scores, f"episode {report.best.index}")
-    return table
-
-
-def _widths(report: CompressReport) -> Table:
-    table = Table(title="channels per prunable group")
-    for column in ("group", "before", "after", "removed"):
-        table.add_column(column, justify="right")
-    for g in report.groups:
-        table.add_row(str(g.id), str(g.before), str(g.after), f"{1 - g.after / g.before:.0%}")
-    return table
-
-
-def _bits_table(report: CompressReport) -> Table:
-    table = Table(title="bits per layer (simulated)")
-    for column in ("layer", "w bits", "a bits", "MACs", "BOPs"):
-        table.add_column(column, justify="right")
-    for row in (report.quant or {}).get("layers", ()):
-        table.add_row(row["node"], str(row["w_bits"]), str(row["a_bits"]), f"{row['macs']:,}", f"{row['bops']:,}")
-    return table
-
-
 def _joint(args: argparse.Namespace) -> JointSettings | None:
     if not args.quantize:
         if args.metric in JOINT_METRICS:
@@ -277,23 +229,6 @@ def _int8(args: argparse.Namespace, data: Any, repair: RepairSettings | None) ->
         data, val_split=512, seed=args.seed + 1, disjoint_from=(data.val_split, args.seed) if data.val_split else None)
     return Int8Settings(calib=calib, val=data, max_drop=drop if drop > 0 and data is not None else None,
                         threads=args.threads)
-
-
-def _print_latency(report: CompressReport, console: Console) -> None:
-    check = report.latency_check or {}
-    for p in check.get("passes", ()):
-        predicted = p.get("predicted_removed")
-        pred = f"predicted {predicted:.1%} removed, " if predicted is not None else ""
-        console.print(f"latency pass {p['pass']} (batch {p['batch']}): {pred}measured {1 - (p['ratio'] or 1):.1%} "
-                      f"removed ({p['ms']:.3f} vs {p['baseline_ms']:.3f} ms, {p['verdict']})")
-    if check.get("why"):
-        console.print(f"why measured and table differ: {check['why']}")
-    if report.int8 is not None:
-        q, row = report.int8, report.int8["latency"]
-        acc = (f", top-1 {100 * q['accuracy_float']:.2f} -> {100 * q['accuracy_int8']:.2f} %"
-               if q.get("accuracy_int8") is not None else "")
-        console.print(f"wrote int8 model {q['output']} ({q['int8_layers']} int8 layers, {len(q['fallen_back'])} "
-                      f"back to float{acc}; {row['speedup']:.2f}x the input at batch {row['batch']}, {row['verdict']})")
 
 
 def _check_finetune(args: argparse.Namespace) -> None:
@@ -340,7 +275,7 @@ def _finetune(args: argparse.Namespace, report: CompressReport, console: Console
     tuned = run_training(report.output, Path(args.model), report.output, settings, runner=runner)
     tuning = picked[0] if picked else None
     if tuning is not None:
-        console.print(_candidates_table(tuning))
+        console.print(candidates_table(tuning))
     if tuned.qat:
         console.print(f"quantization-aware training of {Path(tuned.source).name} at the searched bits; the searched "
                       f"simulated model is kept as {pipeline.searched_path(report.output).name}")
@@ -349,16 +284,6 @@ def _finetune(args: argparse.Namespace, report: CompressReport, console: Console
     console.print(finetune_table(tuned))
     console.print(finetune_summary(tuned))
     return tuned, tuning
-
-
-def _candidates_table(tuning: FinalistTuning) -> Table:
-    out = Table(title="--finetune-candidates: validation top-1 % after each finalist's short tune")
-    for col in ("finalist", "file", "before", "after", ""):
-        out.add_column(col, justify="right")
-    for k, (path, rep) in enumerate(zip(tuning.files, tuning.short)):
-        pct = [f"{100 * v:.2f}" if v is not None else "-" for v in (rep.top1_before, rep.top1_after)]
-        out.add_row(str(k), Path(path).name, *pct, "tuned in full" if k == tuning.chosen else "")
-    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -406,10 +331,10 @@ def run(args: argparse.Namespace) -> int:
             joint=joint, save_finalists=args.finetune_candidates if args.finetune_epochs else 0,
             executor=ExecutorSettings(backend=args.backend, workers=args.workers, address=args.ray_address,
                                       candidate_timeout=args.candidate_timeout, threads=args.threads), **extra)
-    console.print(_table(report))
-    console.print(_widths(report))
+    console.print(search_table(report))
+    console.print(widths_table(report))
     if report.quant is not None:
-        console.print(_bits_table(report))
+        console.print(bits_table(report))
     print_opset_notice(report.opset)
     widths = "free channel counts" if report.round_to == 1 else f"channel counts multiples of {report.round_to}"
     console.print(f"removed {report.achieved:.1%} of {report.metric} (target {report.target:.0%}), {widths}; "
@@ -423,7 +348,7 @@ def run(args: argparse.Namespace) -> int:
             console.print(f"no deployable QDQ model: {q.get('deployable_reason')}")
         console.print(f"pruned float model {q['float_model']} and bits plan {q['bits_plan']} "
                       "(for `onnxprune finetune --quant-plan`)")
-    _print_latency(report, console)
+    print_latency(report, console)
     if report.triton_dir is not None:
         console.print(f"wrote Triton model {report.triton_dir} (config.pbtxt, 1/model.onnx)")
     report = dataclasses.replace(report, command=("onnxprune", *getattr(args, "argv", ())))

@@ -36,15 +36,16 @@ from onnxprune.large import PROTOBUF_LIMIT
 from onnxprune.load import load, read
 from onnxprune.pipeline.deploying import DeployOptions, check_deploy, export_repo, finish, run_metadata
 from onnxprune.pipeline.candidates import CandidateSpec, candidate_score
+from onnxprune.pipeline.compress_outputs import episode_costs, frozen_groups, latency_summary, write_finalists
 from onnxprune.pipeline.ddpg_agent import run_ddpg
 from onnxprune.pipeline.gnnrl import run_gnnrl
 from onnxprune.pipeline.joint import (JointSettings, bit_space, calibration_spec, deployable_hook, joint_report,
                                       joint_round_to, make_quantizer, quantizing_apply)
-from onnxprune.pipeline.latency_fit import LatencySettings, measured_space, table_ms
+from onnxprune.pipeline.latency_fit import LatencySettings, measured_space
 from onnxprune.pipeline.latency_table import measure_table
-from onnxprune.pipeline.pruning import RepairOutcome, RepairSettings, repair_best, repairing_apply
+from onnxprune.pipeline.pruning import RepairSettings, repair_best, repairing_apply
 from onnxprune.plan import ROUND_TO
-from onnxprune.report import CompressReport, EpisodeCost, FrozenGroup, GroupWidth
+from onnxprune.report import CompressReport, GroupWidth
 from onnxprune.reporting.environment import package_versions
 from onnxprune.search.baselines import TOP_EPISODES, OnEpisode, SearchState, random_search, uniform_search
 from onnxprune.search.ddpg import DDPGConfig, default_warmup
@@ -305,7 +306,7 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
         "compress", best.plan, target=target, metric=metric, agent=agent, criterion=criterion, accuracy=accuracy),
         np.random.default_rng(seed), proto_limit=proto_limit)
     saved = save_model(final, target_path, proto_limit=proto_limit)
-    finalist_files = (saved, *_save_finalists(original, pool, pick, fixed, save_finalists, deploy, target_path,
+    finalist_files = (saved, *write_finalists(original, pool, pick, fixed, save_finalists, deploy, target_path,
                                               metadata=dict(target=target, metric=metric, agent=agent,
                                                             criterion=criterion), seed=seed,
                                               proto_limit=proto_limit)) if save_finalists > 1 else ()
@@ -342,24 +343,6 @@ def compress_file(path: str | os.PathLike[str], output: str | os.PathLike[str], 
                           latency_check=latency_summary(space, best.keeps, latency), **quant)
 
 
-def _save_finalists(original: onnx.ModelProto, pool: Sequence[Episode], pick: int, fixed: RepairOutcome, count: int,
-                    deploy: DeployOptions, target: Path, *, metadata: Mapping[str, Any], seed: int,
-                    proto_limit: int) -> tuple[Path, ...]:
-    """Finish and save the ``count - 1`` best finalists after ``pick`` as ``<out>.finalist<k>.onnx``."""
-    scores = [s if s is not None else (pool[k].accuracy or -1.0) for k, s in enumerate(fixed.finalists)]
-    ranked = [k for k in sorted(range(len(fixed.models)), key=lambda k: (-(scores[k] if k < len(scores) else -1), k))
-              if k != pick][:count - 1]
-    files = []
-    for rank, k in enumerate(ranked, start=1):
-        score = scores[k] if k < len(scores) else None
-        accuracy = f"{100.0 * score:.2f}" if score is not None and score >= 0 else None
-        final, _ = finish(original, fixed.models[k], deploy, run_metadata("compress", pool[k].plan, accuracy=accuracy,
-                                                                          **metadata),
-                          np.random.default_rng(seed), proto_limit=proto_limit)
-        files.append(save_model(final, target.with_name(f"{target.stem}.finalist{rank}.onnx"), proto_limit=proto_limit))
-    return tuple(files)
-
-
 def worker_threads(settings: ExecutorSettings, scoring: Runtime) -> int:
     """ONNX Runtime threads per worker: ``settings.threads``, else the scoring runtime's CPUs shared out."""
     if settings.threads is not None:
@@ -370,39 +353,6 @@ def worker_threads(settings: ExecutorSettings, scoring: Runtime) -> int:
 def _close(executor: Executor | None) -> None:
     if executor is not None:
         executor.close()
-
-
-def latency_summary(space: SearchSpace, keeps: Sequence[int], latency: LatencySettings | None
-                    ) -> dict[str, object] | None:
-    """Table and predicted milliseconds of the input and the chosen candidate, the fit and the width menu."""
-    if latency is None:
-        return None
-    summary: dict[str, object] = {"batch": latency.batch, "width_menu": [list(m) for m in space.menu]
-                                  if space.menu is not None else None, "menu_precision": latency.precision}
-    if space.latency is not None:
-        correction = space.latency.correction
-        summary.update(table_ms=[table_ms(space, space.sizes), table_ms(space, keeps)],
-                       predicted_ms=[space.measure(space.sizes, "latency"), space.measure(keeps, "latency")],
-                       correction=correction.to_json() if correction is not None else None)
-    return summary
-
-
-def frozen_groups(analysis: Analysis) -> tuple[FrozenGroup, ...]:
-    """The analysis's frozen groups with their MACs and reason."""
-    shares = analyze_cost.group_shares(analysis)
-    return tuple(FrozenGroup(id=g.id, channels=g.size, macs=shares[g.id][0], reason=g.frozen_reason)
-                 for g in analysis.groups if g.frozen_reason)
-
-
-def episode_costs(state: SearchState, seen: Mapping[int, Episode]) -> tuple[EpisodeCost, ...]:
-    """Every episode of ``state.history``; params and latency from ``seen`` (episodes run in this process)."""
-    rows = []
-    for index, (reward, accuracy, macs) in enumerate(state.history):
-        episode = seen.get(index)
-        rows.append(EpisodeCost(index=index, reward=reward, accuracy=accuracy, macs=macs,
-                                params=episode.params if episode else None,
-                                latency=episode.latency if episode else None))
-    return tuple(rows)
 
 
 def _check_options(source: Path, target_path: Path, output: str | os.PathLike[str], *, agent: str,
