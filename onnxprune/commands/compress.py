@@ -88,7 +88,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "are dropped (cached in <out>.widths.json)")
     parser.add_argument("--quantize-int8", action="store_true",
                         help="also write <out>.int8.onnx: int8 QDQ of the pruned model (ONNX Runtime), with the "
-                             "--max-drop fallback on --data; the width menu is then timed in int8")
+                             "--max-drop fallback on --data; the width menu is then timed in int8, where fewer "
+                             "widths pay, so less latency can be cut (a --target out of reach says how much can)")
     parser.add_argument("--max-drop", type=float, default=None, metavar="F",
                         help="--quantize-int8: send layers back to float until top-1 is within F of the pruned "
                              "float model's on the --data images (default 0.01; 0 turns the fallback off)")
