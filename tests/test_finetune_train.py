@@ -341,3 +341,25 @@ def test_finetune_candidates_bad_values_exit_2(digits: dict[str, Path], tmp_path
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and word in err, err
         assert not (tmp_path / "x.onnx").exists()
+
+
+def test_qat_defaults_to_its_lower_rate_unless_lr_is_given(digits: dict[str, Path], tmp_path: Path) -> None:
+    from onnxprune.cli import build_parser
+    from onnxprune.commands.finetune import settings_from
+    from onnxprune.finetune.train import QAT_LR
+
+    import json
+
+    plan = tmp_path / "bits.json"
+    layers = [q.node for q in find_layers(onnx.load(digits["student"]))]
+    plan.write_text(json.dumps(uniform_plan(layers, 4, 8).to_json()))
+    base = ["finetune", str(digits["student"]), "--teacher", str(TEACHER), "--data", str(digits["data"]),
+            "-o", str(tmp_path / "o.onnx"), *DATA_ARGS]
+    parser = build_parser()
+    for extra, quant, expected in (((), None, TrainConfig().lr), ((), plan, QAT_LR), (("--lr", "0.05"), plan, 0.05)):
+        args = parser.parse_args([*base, *extra])
+        settings = settings_from(args, digits["data"], 1, quant_plan=quant)
+        assert settings.config.lr == expected
+    compress = parser.parse_args(["compress", str(TEACHER), "--target", "0.5", "--quantize", "--metric", "bops",
+                                  "--finetune-epochs", "1", "-o", str(tmp_path / "c.onnx")])
+    assert settings_from(compress, digits["data"], 1, "finetune_").config.lr == QAT_LR
