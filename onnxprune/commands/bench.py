@@ -33,7 +33,7 @@ def register(subparsers: Any) -> None:
         "bench", help="latency (median/p90) at chosen batch sizes, as a ratio to a baseline",
         description="Time an ONNX model with ONNX Runtime on random inputs: warm-up, then timed runs "
                     "alternating with the baseline's in the same process, in blocks, for at least --min-time "
-                    "seconds and --runs runs and until the 95 %% interval of each median is within --tolerance "
+                    "seconds and --runs runs and until the 95 % interval of each median is within --tolerance "
                     "(else up to --max-time, then the row says 'unstable'); median and p90 in ms.")
     parser.add_argument("model", type=Path, help="the .onnx model to time")
     parser.add_argument("--baseline", type=Path, metavar="PATH", help="reference model timed alternately")
