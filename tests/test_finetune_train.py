@@ -7,6 +7,7 @@ model itself; data is scikit-learn's digits (no ../shared needed).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -100,16 +101,21 @@ def test_qat_weights_stay_on_their_grid(digits: dict[str, Path]) -> None:
     assert any(n.op_type == "DequantizeLinear" for n in onnx.load(report.deployable).graph.node)
 
 
+def _module_teacher() -> Callable[[np.ndarray], np.ndarray]:
+    """The bundled digits CNN as a teacher function (torch, no ONNX Runtime)."""
+    module = GraphModule(onnx.load(TEACHER))
+
+    def teacher(batch: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return module(torch.from_numpy(batch))[0].numpy()
+    return teacher
+
+
 def test_resume_after_an_interrupt_repeats_the_run(digits: dict[str, Path], tmp_path: Path) -> None:
     split = digits_split()
     x = (split.train_images[:256, None] / 16.0).astype(np.float32)
     y = split.train_labels[:256]
-    teacher_module = GraphModule(onnx.load(TEACHER))
-
-    def teacher(batch: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return teacher_module(torch.from_numpy(batch))[0].numpy()
-
+    teacher = _module_teacher()
     config = TrainConfig(epochs=3, batch_size=32, lr=0.02, augment="crop-flip", axes=(2, 3), seed=3)
     full = train(GraphModule(onnx.load(digits["student"])), x, y, teacher, config, checkpoint=tmp_path / "a.pt")
 
@@ -133,12 +139,7 @@ def test_a_collapsed_epoch_is_undone_and_runs_again_at_half_the_rate(digits: dic
     split = digits_split()
     x = (split.train_images[:128, None] / 16.0).astype(np.float32)
     y = split.train_labels[:128]
-    teacher_module = GraphModule(onnx.load(TEACHER))
-
-    def teacher(batch: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return teacher_module(torch.from_numpy(batch))[0].numpy()
-
+    teacher = _module_teacher()
     scores = iter([0.9, 0.1, 0.92, 0.95])  # before training, epoch 1 (collapsed), epoch 1 again, epoch 2
     seen: list[dict[str, np.ndarray]] = []
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # `models` lives at the repo root
 
@@ -47,30 +45,10 @@ from rich.table import Table  # noqa: E402
 
 from onnxprune.evaluate import Protocol, Runtime, bench  # noqa: E402
 from onnxprune.io import write_json_atomic  # noqa: E402
+from tools.bench_round_to import SHARED, TEST, TRAIN, cli, export  # noqa: E402
 
-TRAIN = SHARED / "data" / "cifar10" / "train.npz"
-TEST = SHARED / "data" / "cifar10" / "test.npz"
 PARTS: tuple[str, ...] = ("int8", "macs50", "lat50", "lat50_int8")
 GOALS = {"int8": 2.0, "macs50": 1.5, "lat50": 1.9, "lat50_int8": 3.0}
-
-
-def cli(*args: str) -> None:
-    """Run ``onnxprune`` with ``args`` in a child process; raise with its stderr when it fails."""
-    done = subprocess.run([sys.executable, "-m", "onnxprune.cli", *args], cwd=ROOT, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"onnxprune {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
-
-
-def export(work: Path) -> Path:
-    """The pretrained CIFAR ResNet-56 as ONNX (dynamic batch)."""
-    from models.export import export_onnx
-    from models.resnet_cifar import resnet_cifar
-
-    path = work / "resnet56.onnx"
-    if not path.exists():
-        export_onnx(resnet_cifar(56, weights=SHARED / "weights" / "resnet56_cifar10.npz"), (1, 3, 32, 32),
-                    path, exporter="torchscript", dynamic_batch=True)
-    return path
 
 
 def build(part: str, original: Path, work: Path, args: argparse.Namespace) -> tuple[Path, Path | None]:
@@ -177,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     threads, batches = [int(t) for t in args.threads.split(",")], [int(b) for b in args.batch.split(",")]
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_latency_"))
     work.mkdir(parents=True, exist_ok=True)
-    original = export(work)
+    original = work / "resnet56.onnx"
+    if not original.exists():  # --reuse times the models already in --work against their own original
+        original = export(56, work)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     models, results = {"float": original}, {"float": {"macs_ratio": 1.0}}
     for part in (p for p in PARTS if p not in skip):

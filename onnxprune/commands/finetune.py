@@ -125,7 +125,8 @@ def table(report: FinetuneReport) -> Table:
     for col in ("epoch", "loss", "distill", "CE", "val top-1 %", "lr", "s"):
         out.add_column(col, justify="right")
     for e in report.history:
-        out.add_row(f"{e.epoch + 1}{' undone' if e.undone else ''}", f"{e.loss:.4f}", f"{e.distill:.4f}", "-" if e.ce is None else f"{e.ce:.4f}",
+        out.add_row(f"{e.epoch + 1}{' undone' if e.undone else ''}", f"{e.loss:.4f}", f"{e.distill:.4f}",
+                    "-" if e.ce is None else f"{e.ce:.4f}",
                     "-" if e.val_top1 is None else f"{100 * e.val_top1:.2f}", f"{e.lr:.4g}", f"{e.seconds:.1f}")
     undone = sum(e.undone for e in report.history)
     if undone:
