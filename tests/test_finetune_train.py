@@ -364,3 +364,34 @@ def test_qat_defaults_to_its_lower_rate_unless_lr_is_given(digits: dict[str, Pat
     compress = parser.parse_args(["compress", str(TEACHER), "--target", "0.5", "--quantize", "--metric", "bops",
                                   "--finetune-epochs", "1", "-o", str(tmp_path / "c.onnx")])
     assert settings_from(compress, digits["data"], 1, "finetune_").config.lr == QAT_LR
+
+
+def test_compress_quantize_int8_finetune_epochs_quantizes_the_tuned_weights(digits: dict[str, Path],
+                                                                            tmp_path: Path) -> None:
+    """The int8 model is made after the tune: its dequantized weights are the tuned ones, not the searched ones."""
+    import json
+
+    from onnxprune.pipeline.latency_first import int8_path
+
+    out, report = tmp_path / "i.onnx", tmp_path / "i.json"
+    assert main(["compress", str(TEACHER), "--target", "0.6", "--agent", "uniform", "--data", str(digits["data"]),
+                 *DATA_ARGS, "--quantize-int8", "--max-drop", "0", "--finetune-epochs", "1",
+                 "--finetune-val-images", "300", "--finetune-batch-size", "32", "--finetune-lr", "0.02",
+                 "--threads", "1", "-o", str(out), "--json", str(report)]) == 0
+    run = json.loads(report.read_text())
+    assert run["finetune"]["output"] == str(out.resolve()) and run["int8"]["output"] == str(int8_path(out.resolve()))
+    qdq = onnx.load(run["int8"]["output"])
+    inits = {i.name: numpy_helper.to_array(i) for i in qdq.graph.initializer}
+    tuned = {i.name: numpy_helper.to_array(i) for i in onnx.load(out).graph.initializer}
+    searched = {i.name: numpy_helper.to_array(i) for i in onnx.load(tmp_path / "i.searched.onnx").graph.initializer}
+    checked = 0
+    for node in qdq.graph.node:
+        name = node.input[0].removesuffix("_quantized")
+        if node.op_type != "DequantizeLinear" or node.input[0] not in inits or inits[node.input[0]].ndim != 4:
+            continue
+        q, scale = inits[node.input[0]].astype(np.float32), inits[node.input[1]].reshape(-1, 1, 1, 1)
+        weight = q * scale  # symmetric per-channel int8: zero point 0
+        np.testing.assert_allclose(weight, tuned[name], atol=float(scale.max()) / 2 + 1e-7)
+        assert np.abs(weight - searched[name]).max() > float(scale.max())
+        checked += 1
+    assert checked >= 2

@@ -150,7 +150,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--finetune-epochs", type=int, default=0, metavar="N",
                         help="fine-tune the written model N epochs by distillation from the input (see `onnxprune "
                              "finetune`); the searched model is kept as <out>.searched.onnx; with --quantize: "
-                             "quantization-aware training of <out>.float.onnx at the searched bits")
+                             "quantization-aware training of <out>.float.onnx at the searched bits; with "
+                             "--quantize-int8: <out>.int8.onnx is made from the tuned weights")
     parser.add_argument("--finetune-data", type=Path, default=None, metavar="FILE",
                         help="training images for --finetune-epochs (default: --data)")
     add_training_options(parser, prefix="finetune-")
@@ -239,9 +240,6 @@ def _check_finetune(args: argparse.Namespace) -> None:
         if args.finetune_candidates != 1:
             raise PlanError("--finetune-candidates needs --finetune-epochs N (the full tune of the chosen finalist)")
         return
-    if args.quantize_int8:
-        raise PlanError("--finetune-epochs does not combine with --quantize-int8 yet; fine-tune the pruned model, "
-                        "then run `onnxprune quantize --max-drop` on it")
     if getattr(args, "triton_repo", None) is not None:
         raise PlanError("--finetune-epochs does not combine with --triton-repo; fine-tune first, then run "
                         "`onnxprune export-triton` on the tuned model")
@@ -319,8 +317,8 @@ def run(args: argparse.Namespace) -> int:
                                  f"acc {acc} MACs {best.macs if best else 0:,}")
 
         extra: dict[str, Any] = {}
-        if latency is not None:
-            extra = {"latency": latency, "int8": int8}
+        if latency is not None:  # with --finetune-epochs, int8 comes after the tune (of the tuned weights)
+            extra = {"latency": latency, "int8": None if args.finetune_epochs else int8}
         compress = pipeline.compress_latency_first if latency is not None else pipeline.compress_file
         report = compress(
             args.model, args.output, target=target, metric=args.metric, agent=args.agent, episodes=args.episodes,
@@ -354,6 +352,9 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"wrote Triton model {report.triton_dir} (config.pbtxt, 1/model.onnx)")
     report = dataclasses.replace(report, command=("onnxprune", *getattr(args, "argv", ())))
     tuned, tuning = _finetune(args, report, console) if args.finetune_epochs else (None, None)
+    if tuned is not None and int8 is not None and latency is not None:
+        report = pipeline.quantize_tuned(report, int8, latency, device=args.device, threads=args.threads)
+        print_latency(dataclasses.replace(report, latency_check=None), console)
     if args.json is not None:
         write_json_atomic(args.json, {**report.to_json(), "finetune": tuned.to_json() if tuned else None,
                                       "finetune_candidates": tuning.to_json() if tuning else None})

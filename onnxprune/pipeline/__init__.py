@@ -25,7 +25,7 @@ _HOMES: dict[str, str] = {
     "FinetuneSettings": "finetuning", "finetune_compressed": "finetuning", "finetune_file": "finetuning",
     "finetune_finalists": "finetuning", "searched_path": "finetuning",
     "check_model_widths": "evaluating", "Int8Settings": "latency_first",
-    "compress_latency_first": "latency_first", "LatencySettings": "latency_fit",
+    "compress_latency_first": "latency_first", "quantize_tuned": "latency_first", "LatencySettings": "latency_fit",
     "QuantizeSettings": "quantizing", "quantize_file": "quantizing",
     "report_files": "reporting", "write_report": "reporting",
 }

@@ -12,6 +12,9 @@ With :class:`Int8Settings` (``--quantize-int8``) the written float model then go
 :mod:`onnxprune.pipeline.quantizing`): with ``max_drop``, layers fall back to float, most
 sensitive first, until the int8 model's top-1 on the validation images is within ``max_drop``
 of the pruned float model's. Written as ``<out>.int8.onnx`` and timed against the input too.
+With fine-tuning (``compress --finetune-epochs --quantize-int8``) the search runs without
+``int8`` and :func:`quantize_tuned` quantizes the tuned model afterwards, so the int8 model
+carries the trained weights and ``max_drop`` is measured from the tuned float model.
 """
 
 from __future__ import annotations
@@ -118,6 +121,21 @@ def quantize_written(report: CompressReport, settings: Int8Settings, timer: Runt
     return {"output": str(quant.output), "accuracy_float": quant.accuracy_before, "accuracy_int8": quant.accuracy_after,
             "max_drop": settings.max_drop, "val_images": count, "fallen_back": list(quant.fallen_back),
             "int8_layers": len(quant.written), "bytes": quant.bytes_after, "latency": _row(row)}
+
+
+def quantize_tuned(report: CompressReport, settings: Int8Settings, latency: LatencySettings, *, device: str = "cpu",
+                   threads: int | None = None) -> CompressReport:
+    """``report`` with ``int8`` filled in: int8 QDQ of its (tuned) written model, timed against the input.
+
+    Args:
+        report: A finished compress (its ``output`` is the model to quantize, e.g. fine-tuned in place).
+        settings: Calibration, validation and ``max_drop`` as for ``--quantize-int8``.
+        latency: The batch the input is timed at.
+        device: Where the int8 model is timed (``cpu``, ``cuda`` or ``auto``).
+        threads: Timing threads (``None``: :func:`~onnxprune.evaluate.timing_threads`' default).
+    """
+    timer = Runtime(device=device, threads=timing_threads(threads))
+    return dataclasses.replace(report, int8=quantize_written(report, settings, timer, latency.batch))
 
 
 def compress_latency_first(path: str | os.PathLike[str], output: str | os.PathLike[str], *, target: float,
