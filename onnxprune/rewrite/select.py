@@ -59,7 +59,7 @@ def emit_select(graph: gs.Graph, x: gs.Variable, y: gs.Variable, *, axis: int, r
         p[axis], p[rank + axis] = before, after
         return const(name, p)
 
-    def node(op: str, name: str, inputs: list, output: gs.Variable, **attrs: object) -> None:
+    def node(op: str, name: str, inputs: list[gs.Tensor], output: gs.Variable, **attrs: object) -> None:
         graph.nodes.append(gs.Node(op, f"{prefix}_{name}", attrs=attrs, inputs=inputs, outputs=[output]))
 
     fill_value = const("fill", np.array(fill, dtype=dtype))
@@ -80,7 +80,7 @@ def emit_select(graph: gs.Graph, x: gs.Variable, y: gs.Variable, *, axis: int, r
         node("Gather", "gather", [augmented, const("indices", np.where(real, src, size).astype(np.int64))], y, axis=axis)
         return
     one = len(pieces) == 1
-    parts = []
+    parts: list[gs.Tensor] = []
     for i, (start, stop, after) in enumerate(pieces):
         tag = "" if one else str(i)
         before = lead if i == 0 else 0
