@@ -307,6 +307,9 @@ class FinetuneReport:
         top1_before: The student's validation top-1 before training.
         top1_after: The written model's validation top-1 (the best epoch's).
         best_epoch: The epoch written (``-1``: no epoch beat the untrained student, which was kept).
+        loss_before: The student's validation distillation loss to the teacher before training.
+        loss_after: The written model's validation distillation loss.
+        select: How the written epoch was chosen (``loss``, ``top1`` or ``last``).
         history: Per-epoch logs (``onnxprune.finetune.train.EpochLog``).
         deployable: The QDQ model written beside the output (QAT), if any.
         deployable_reason: Why no QDQ model was written, if so.
@@ -338,10 +341,14 @@ class FinetuneReport:
     threads: int
     seconds: float
     device: str = "cpu"
+    loss_before: float | None = None
+    loss_after: float | None = None
+    select: str = "loss"
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict."""
-        return {"normalized": self.normalized, "source": self.source, "teacher": self.teacher,
+        return {"normalized": self.normalized, "select": self.select, "loss_before": self.loss_before,
+                "loss_after": self.loss_after, "source": self.source, "teacher": self.teacher,
                 "output": str(self.output), "epochs": self.epochs, "device": self.device,
                 "resumed_from": self.resumed_from, "train_samples": self.train_samples,
                 "val_samples": self.val_samples, "augment": self.augment, "qat": self.qat,

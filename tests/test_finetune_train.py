@@ -18,11 +18,11 @@ from onnx import helper, numpy_helper
 
 from models.digits import digits_split
 from onnxprune.cli import main
-from onnxprune.errors import DataError
+from onnxprune.errors import DataError, PlanError
 from onnxprune.evaluate import DataSpec, make_preprocess
 from onnxprune.finetune import GraphModule
 from onnxprune.finetune.augment import augment, resolve, spatial_axes
-from onnxprune.finetune.train import TrainConfig, distill_loss, train
+from onnxprune.finetune.train import TrainConfig, Validation, better, distill_loss, train
 from onnxprune.pipeline.finetuning import FinetuneSettings, checkpoint_path, finetune_file
 from onnxprune.quantize import find_layers, uniform_plan
 
@@ -73,6 +73,8 @@ def test_finetune_recovers_accuracy_and_only_changes_numbers(digits: dict[str, P
     report = finetune_file(digits["student"], TEACHER, out, _settings(digits["data"], epochs=3))
     assert report.top1_before is not None and report.top1_before < 0.5
     assert report.top1_after is not None and report.top1_after > 0.8  # the pruned model collapses to ~12 %
+    assert report.select == "loss" and report.loss_before is not None and report.loss_after is not None
+    assert report.loss_after < 0.5 * report.loss_before  # the kept epoch is closer to the teacher
     original, tuned = onnx.load(digits["student"]), onnx.load(out)
     onnx.checker.check_model(tuned, full_check=True)
     assert [(n.name, n.op_type, list(n.input)) for n in original.graph.node] == \
@@ -143,12 +145,12 @@ def test_a_collapsed_epoch_is_undone_and_runs_again_at_half_the_rate(digits: dic
     scores = iter([0.9, 0.1, 0.92, 0.95])  # before training, epoch 1 (collapsed), epoch 1 again, epoch 2
     seen: list[dict[str, np.ndarray]] = []
 
-    def validate(values: dict[str, np.ndarray]) -> float:
+    def validate(values: dict[str, np.ndarray]) -> Validation:
         seen.append({n: np.array(v) for n, v in values.items()})
-        return next(scores)
+        return Validation(top1=next(scores))
 
     module = GraphModule(onnx.load(digits["student"]))
-    config = TrainConfig(epochs=2, batch_size=32, lr=0.02, seed=0)
+    config = TrainConfig(epochs=2, batch_size=32, lr=0.02, seed=0, select="top1")
     result = train(module, x, y, teacher, config, validate=validate)
     assert [(e.epoch, e.undone) for e in result.history] == [(0, True), (0, False), (1, False)]
     assert result.history[1].lr == pytest.approx(result.history[0].lr / 2, rel=1e-12)
@@ -156,9 +158,42 @@ def test_a_collapsed_epoch_is_undone_and_runs_again_at_half_the_rate(digits: dic
     # the rerun starts from the weights and optimizer before the undone epoch: it equals a fresh run at lr / 2
     fresh: list[dict[str, np.ndarray]] = []
     train(GraphModule(onnx.load(digits["student"])), x, y, teacher, dataclasses.replace(config, lr=0.01),
-          validate=lambda v: fresh.append({n: np.array(a) for n, a in v.items()}) or 0.9)
+          validate=lambda v: fresh.append({n: np.array(a) for n, a in v.items()}) or Validation(top1=0.9))
     for name in seen[2]:
         np.testing.assert_allclose(seen[2][name], fresh[1][name], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(("select", "kept"), [("loss", 1), ("top1", 0), ("last", 2)])
+def test_the_kept_epoch_follows_select_by(digits: dict[str, Path], select: str, kept: int) -> None:
+    split = digits_split()
+    x = (split.train_images[:128, None] / 16.0).astype(np.float32)
+    y = split.train_labels[:128]
+    # before training, epochs 1-3: top-1 saturates (best at epoch 1) while the loss keeps ranking (best at 2)
+    scores = iter([Validation(0.90, 1.0), Validation(0.95, 0.8), Validation(0.94, 0.5), Validation(0.93, 0.6)])
+    seen: list[dict[str, np.ndarray]] = []
+
+    def validate(values: dict[str, np.ndarray]) -> Validation:
+        seen.append({n: np.array(v) for n, v in values.items()})
+        return next(scores)
+
+    config = TrainConfig(epochs=3, batch_size=32, lr=0.02, seed=0, select=select)
+    result = train(GraphModule(onnx.load(digits["student"])), x, y, _module_teacher(), config, validate=validate)
+    assert result.best_epoch == kept
+    assert (result.best_top1, result.best_loss) == ((0.95, 0.8), (0.94, 0.5), (0.93, 0.6))[kept]
+    assert (result.initial_top1, result.initial_loss) == (0.90, 1.0)
+    assert [e.val_loss for e in result.history] == [0.8, 0.5, 0.6]
+    for name, value in result.values.items():
+        np.testing.assert_array_equal(value, seen[kept + 1][name])
+
+
+def test_better_falls_back_to_the_other_score_and_keeps_ties_with_the_earlier() -> None:
+    assert better(Validation(0.5, 0.1), Validation(0.9, 0.2), "loss")
+    assert not better(Validation(0.9, 0.2), Validation(0.9, 0.2), "loss")  # a tie keeps the earlier values
+    assert better(Validation(0.95, None), Validation(0.9, None), "loss")  # no loss: top-1 decides
+    assert not better(Validation(None, 0.3), Validation(None, 0.2), "top1")  # no top-1: the loss decides
+    assert better(Validation(), Validation(), "top1") and better(Validation(0.1, 9.0), Validation(0.9, 0.1), "last")
+    with pytest.raises(PlanError, match="select-by"):
+        TrainConfig(select="best").check(1000)
 
 
 def test_augment_is_seeded_and_keeps_shape() -> None:

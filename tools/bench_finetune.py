@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--qat-plan", type=Path, default=None)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--select-by", choices=("loss", "top1", "last"), default="loss",
+                        help="which epoch is written (validation distillation loss, top-1, or the last)")
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "bench_finetune")
     parser.add_argument("--json", type=Path, default=ROOT / "build" / "bench_finetune.json")
     args = parser.parse_args(argv)
@@ -80,14 +82,16 @@ def main(argv: list[str] | None = None) -> int:
     tuned = args.work / f"{student.stem}_tuned.onnx"
     settings = FinetuneSettings(
         data=DataSpec(path=TRAIN, preprocess=make_preprocess("cifar"), seed=0), val_images=5000,
-        config=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr), augment="auto",
+        config=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                           select=args.select_by), augment="auto",
         preset="cifar", quant_plan=QuantPlan.read(str(args.qat_plan)) if args.qat_plan else None,
         threads=args.threads, resume=args.resume)
     console = Console()
     started = time.perf_counter()
     report = finetune_file(student, teacher, tuned, settings,
                            on_epoch=lambda e: console.print(f"epoch {e.epoch + 1}: loss {e.loss:.3f}, val top-1 "
-                                                            f"{100 * (e.val_top1 or 0):.2f} %, {e.seconds:.0f} s"))
+                                                            f"{100 * (e.val_top1 or 0):.2f} %, val distill "
+                                                            f"{e.val_loss or 0:.4f}, {e.seconds:.0f} s"))
     wall = time.perf_counter() - started
     rows: dict[str, Any] = {"teacher": test_top1(teacher, args.work), "student": test_top1(student, args.work),
                             "tuned": test_top1(tuned, args.work)}
@@ -96,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
               "batch_size": args.batch_size, "threads": report.threads, "train_samples": report.train_samples,
               "val_samples": report.val_samples, "augment": report.augment, "best_epoch": report.best_epoch,
               "val_top1_before": report.top1_before, "val_top1_after": report.top1_after,
+              "select_by": report.select, "val_loss_before": report.loss_before, "val_loss_after": report.loss_after,
               "test_top1": rows, "minutes_per_epoch": sum(epoch_s) / len(epoch_s) / 60 if epoch_s else None,
               "wall_minutes": wall / 60, "history": [e.__dict__ for e in report.history],
               "deployable": str(report.deployable) if report.deployable else None}

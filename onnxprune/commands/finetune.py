@@ -14,7 +14,7 @@ from onnxprune.errors import DataError
 from onnxprune.evaluate import DataSpec, make_preprocess
 from onnxprune.evaluate.preprocess import PRESETS
 from onnxprune.finetune.augment import AUGMENTS
-from onnxprune.finetune.train import QAT_LR, EpochLog, TrainConfig
+from onnxprune.finetune.train import QAT_LR, SELECTIONS, EpochLog, TrainConfig
 from onnxprune.io import write_json_atomic
 from onnxprune.pipeline.finetuning import FinetuneSettings, checkpoint_path, finetune_file
 from onnxprune.quantize import QuantPlan
@@ -39,6 +39,10 @@ def add_training_options(parser: argparse.ArgumentParser, prefix: str = "") -> N
                         help="crop-flip, flip or none (auto: crop-flip for --preprocess cifar, flip for imagenet)")
     parser.add_argument(f"--{prefix}val-images", type=int, default=5000, metavar="N",
                         help="images of --data set aside (seeded) to keep the best epoch (default 5000)")
+    parser.add_argument(f"--{prefix}select-by", choices=SELECTIONS, default=d.select,
+                        help="which epoch is written: loss (default: lowest distillation loss to the teacher on "
+                             "the validation images; it still ranks when their top-1 saturates, as on images the "
+                             "teacher was trained on), top1 (highest validation top-1) or last")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -82,7 +86,8 @@ def settings_from(args: argparse.Namespace, data: Path, epochs: int, prefix: str
     qat = quant_plan is not None or bool(getattr(args, "quantize", False))
     lr = opt("lr") if opt("lr") is not None else (QAT_LR if qat else TrainConfig().lr)
     config = TrainConfig(epochs=epochs, batch_size=opt("batch_size"), lr=lr, weight_decay=opt("weight_decay"),
-                         temperature=opt("temperature"), alpha=opt("alpha"), seed=args.seed)
+                         temperature=opt("temperature"), alpha=opt("alpha"), seed=args.seed,
+                         select=opt("select_by"))
     return FinetuneSettings(data=DataSpec(path=data, preprocess=preprocess, seed=args.seed),
                             val_images=opt("val_images"), config=config, augment=opt("augment"),
                             preset=args.preprocess, threads=args.threads,
@@ -108,8 +113,9 @@ def run_training(model: Path, teacher: Path, output: Path, settings: FinetuneSet
                             info=f"epoch {epoch + 1} loss {loss:.3f}{last['val']}")
 
         def on_epoch(log: EpochLog) -> None:
-            if log.val_top1 is not None:
-                last["val"] = f" | val top-1 {100 * log.val_top1:.2f} %"
+            parts = ([f"top-1 {100 * log.val_top1:.2f} %"] if log.val_top1 is not None else []) + (
+                [f"loss {log.val_loss:.4f}"] if log.val_loss is not None else [])
+            last["val"] = f" | val {', '.join(parts)}" if parts else ""
             progress.update(task, completed=log.epoch + 1)
 
         if runner is not None:
@@ -122,12 +128,14 @@ def table(report: FinetuneReport) -> Table:
     out = Table(title=f"finetune {Path(report.source).name} -> {report.output.name}"
                       f"{' (QAT)' if report.qat else ''}: {report.train_samples:,} training images, "
                       f"augment {report.augment}, {report.device}, {report.threads} threads")
-    for col in ("epoch", "loss", "distill", "CE", "val top-1 %", "lr", "s"):
+    for col in ("epoch", "loss", "distill", "CE", "val top-1 %", "val distill", "lr", "s"):
         out.add_column(col, justify="right")
     for e in report.history:
-        out.add_row(f"{e.epoch + 1}{' undone' if e.undone else ''}", f"{e.loss:.4f}", f"{e.distill:.4f}",
+        kept = " *" if e.epoch == report.best_epoch and not e.undone else ""
+        out.add_row(f"{e.epoch + 1}{' undone' if e.undone else ''}{kept}", f"{e.loss:.4f}", f"{e.distill:.4f}",
                     "-" if e.ce is None else f"{e.ce:.4f}",
-                    "-" if e.val_top1 is None else f"{100 * e.val_top1:.2f}", f"{e.lr:.4g}", f"{e.seconds:.1f}")
+                    "-" if e.val_top1 is None else f"{100 * e.val_top1:.2f}",
+                    "-" if e.val_loss is None else f"{e.val_loss:.4f}", f"{e.lr:.4g}", f"{e.seconds:.1f}")
     undone = sum(e.undone for e in report.history)
     if undone:
         out.caption = (f"{undone} epoch(s) collapsed and were undone, each halving the learning rate "
@@ -139,9 +147,12 @@ def summary(report: FinetuneReport) -> str:
     """One line: validation top-1 teacher / before / after and what was written."""
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{100 * v:.2f} %"
+    def num(v: float | None) -> str:
+        return "-" if v is None else f"{v:.4f}"
     kept = "the untrained model (no epoch beat it)" if report.best_epoch < 0 else f"epoch {report.best_epoch + 1}"
     return (f"validation top-1: teacher {pct(report.teacher_top1)}, before {pct(report.top1_before)}, after "
-            f"{pct(report.top1_after)} (kept {kept}); {report.seconds / 60:.1f} min; wrote {report.output}")
+            f"{pct(report.top1_after)}; distillation loss {num(report.loss_before)} -> {num(report.loss_after)} "
+            f"(kept {kept}, by {report.select}); {report.seconds / 60:.1f} min; wrote {report.output}")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,8 +11,12 @@ Contract:
     loss of a batch is ``alpha * T^2 * KL(softmax(t / T) || softmax(s / T)) + (1 - alpha) * CE(s, y)``
     for 2-D outputs (classification logits; CE only with labels, else the KL term alone) and the
     mean squared error to the teacher for any other output. After each epoch the checkpoint is
-    written atomically and ``validate`` scores the current values; the returned values are the
-    best-scoring epoch's (the last epoch's without validation). Training runs on ``device`` (the
+    written atomically and ``validate`` scores the current values (a :class:`Validation`: top-1 and
+    the distillation loss to the teacher on held-out inputs); the returned values are the epoch's
+    that ``config.select`` prefers (``loss``: the lowest validation distillation loss, ``top1``: the
+    highest validation top-1, ``last``: the last epoch; the untrained values count as epoch -1 and
+    win only when strictly better; without the chosen score the other one decides, without either
+    the last epoch is kept). Training runs on ``device`` (the
     module is moved there; inputs stay in host memory and go over batch by batch); the values
     returned and checkpointed are host (numpy / CPU) copies, so a run resumes on either device.
     Divergence guard: an epoch whose validation top-1 falls below half the best so far (the run
@@ -46,13 +50,29 @@ from onnxprune.finetune.interpreter import GraphModule
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_VERSION = 2
+CHECKPOINT_VERSION = 3
 #: Default peak learning rate of quantization-aware training (float fine-tuning: ``TrainConfig.lr``).
 QAT_LR = 0.001
 #: How often one run may undo a collapsed epoch and halve its learning rate.
 MAX_BACKOFFS = 3
 Teacher = Callable[[np.ndarray], np.ndarray]
-Validate = Callable[[Mapping[str, np.ndarray]], "float | None"]
+Validate = Callable[[Mapping[str, np.ndarray]], "Validation"]
+#: How the kept epoch is chosen (see the module contract).
+SELECTIONS = ("loss", "top1", "last")
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Scores of one set of values on the validation inputs.
+
+    Attributes:
+        top1: Top-1 against the labels (fraction), ``None`` without labels or for non-classifiers.
+        loss: Distillation loss to the teacher's outputs (the training loss's distillation term),
+            ``None`` when not measured.
+    """
+
+    top1: float | None = None
+    loss: float | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +90,9 @@ class TrainConfig:
         augment: Per-batch augmentation (:mod:`onnxprune.finetune.augment`).
         axes: Spatial (height, width) axes of the input batch for the augmentation.
         seed: Seed of the sample order and augmentation.
+        select: Which epoch's values are kept: ``loss`` (lowest validation distillation loss: it
+            keeps ranking students when top-1 on the validation split saturates, e.g. on images the
+            teacher was trained on), ``top1`` or ``last``.
     """
 
     epochs: int = 10
@@ -82,6 +105,7 @@ class TrainConfig:
     augment: Augment = "none"
     axes: tuple[int, int] | None = None
     seed: int = 0
+    select: str = "loss"
 
     def check(self, samples: int) -> None:
         """Raise DataError/PlanError on settings that cannot train ``samples`` inputs."""
@@ -94,11 +118,13 @@ class TrainConfig:
                 and 0 <= self.alpha <= 1):
             raise PlanError("need --lr > 0, 0 <= momentum < 1, --weight-decay >= 0, --temperature > 0 and "
                             "0 <= --alpha <= 1")
+        if self.select not in SELECTIONS:
+            raise PlanError(f"--select-by {self.select}: use one of {', '.join(SELECTIONS)}")
 
 
 @dataclass(frozen=True)
 class EpochLog:
-    """One finished epoch: mean losses, validation top-1 (fraction, when scored), learning rate, wall time."""
+    """One finished epoch: mean losses, validation top-1 (fraction) and loss when scored, learning rate, wall time."""
 
     epoch: int
     loss: float
@@ -108,6 +134,7 @@ class EpochLog:
     lr: float
     seconds: float
     undone: bool = False
+    val_loss: float | None = None
 
 
 @dataclass(frozen=True)
@@ -115,12 +142,14 @@ class TrainResult:
     """What :func:`train` returns.
 
     Attributes:
-        values: Trainable initializer name -> best-on-validation value.
-        best_epoch: The epoch ``values`` come from (``-1``: before training scored best).
-        best_top1: Its validation top-1 (fraction), ``None`` without validation.
+        values: Trainable initializer name -> the kept epoch's value (``config.select``).
+        best_epoch: The epoch ``values`` come from (``-1``: the untrained values scored best).
+        best_top1: Its validation top-1 (fraction), ``None`` without it.
         history: Every epoch's log, resumed ones included.
         resumed_from: The first epoch this call ran (``0`` for a fresh run).
         initial_top1: Validation top-1 of the values before any training.
+        best_loss: The kept epoch's validation distillation loss, ``None`` without it.
+        initial_loss: Validation distillation loss before any training.
     """
 
     values: Mapping[str, np.ndarray]
@@ -129,6 +158,8 @@ class TrainResult:
     history: tuple[EpochLog, ...]
     resumed_from: int
     initial_top1: float | None = None
+    best_loss: float | None = None
+    initial_loss: float | None = None
 
 
 def torch_device(requested: str) -> torch.device:
@@ -201,6 +232,27 @@ def _read_checkpoint(path: Path, identity: Mapping[str, Any]) -> dict[str, Any]:
     return payload
 
 
+def better(new: Validation, best: Validation, select: str) -> bool:
+    """Whether ``new`` replaces ``best`` as the kept epoch under ``select`` (see the module contract)."""
+    if select == "last":
+        return True
+    order = ("loss", "top1") if select == "loss" else ("top1", "loss")
+    for key in order:
+        a, b = getattr(new, key), getattr(best, key)
+        if a is not None and b is not None:
+            return a < b if key == "loss" else a > b
+    return True
+
+
+def _collapsed(score: Validation, best: Validation, initial: Validation) -> bool:
+    """Whether an epoch blew up: top-1 under half the best, or (without top-1) the loss over 4x the initial one."""
+    if score.top1 is not None and best.top1 is not None:
+        return score.top1 < 0.5 * best.top1
+    if score.loss is not None and initial.loss is not None:
+        return not math.isfinite(score.loss) or score.loss > 4.0 * initial.loss
+    return False
+
+
 def train(module: GraphModule, inputs: np.ndarray, labels: np.ndarray | None, teacher: Teacher, config: TrainConfig,
           *, validate: Validate | None = None, checkpoint: Path | None = None, resume: bool = False,
           on_step: Callable[[int, int, int, float], None] | None = None,
@@ -212,8 +264,8 @@ def train(module: GraphModule, inputs: np.ndarray, labels: np.ndarray | None, te
         inputs: Training inputs ``(N, ...)`` as the model takes them.
         labels: Integer labels ``(N,)`` or ``None``.
         teacher: Input batch -> teacher output batch (e.g. ONNX Runtime on the original model).
-        config: Hyper-parameters.
-        validate: Values -> validation top-1 (fraction) or ``None``; called before training and after each epoch.
+        config: Hyper-parameters (``config.select``: which epoch is returned).
+        validate: Values -> :class:`Validation`; called before training and after each epoch.
         checkpoint: Where the state is saved after each epoch (``None``: not saved).
         resume: Continue from ``checkpoint`` (it must exist and match these settings).
         on_step: Called after each step with (epoch, step, steps per epoch, loss).
@@ -237,47 +289,52 @@ def train(module: GraphModule, inputs: np.ndarray, labels: np.ndarray | None, te
         optimizer.load_state_dict(payload["optimizer"])
         start, history = payload["epoch"], [EpochLog(**e) for e in payload["history"]]
         lr_scale, backoffs = float(payload["lr_scale"]), int(payload["backoffs"])
-        saved, initial = payload["best"], payload["initial"]
-        best = {**saved, "values": {n: t.numpy() for n, t in saved["values"].items()}}
+        initial = Validation(**payload["initial"])
+        saved = payload["best"]
+        best = {"epoch": saved["epoch"], "score": Validation(**saved["score"]),
+                "values": {n: t.numpy() for n, t in saved["values"].items()}}
         logger.info("resuming at epoch %d of %d from %s", start + 1, config.epochs, checkpoint)
     else:
-        score = validate(_values(module)) if validate is not None else None
-        best = {"epoch": -1, "top1": score, "values": _values(module)}
-        initial = score
+        initial = validate(_values(module)) if validate is not None else Validation()
+        best = {"epoch": -1, "score": initial, "values": _values(module)}
     cached: dict[int, np.ndarray] = {}
     epoch = start
     while epoch < config.epochs:
-        snapshot = _snapshot(module, optimizer) if best["top1"] is not None and backoffs < MAX_BACKOFFS else None
+        guarded = validate is not None and backoffs < MAX_BACKOFFS
+        snapshot = _snapshot(module, optimizer) if guarded else None
         log = _epoch(module, optimizer, inputs, labels, teacher, config, epoch, steps, total, cached, on_step,
                      device, lr_scale)
         values = _values(module)
-        top1 = validate(values) if validate is not None else None
-        log = dataclasses.replace(log, val_top1=top1)
-        if snapshot is not None and top1 is not None and top1 < 0.5 * best["top1"]:
+        score = validate(values) if validate is not None else Validation()
+        log = dataclasses.replace(log, val_top1=score.top1, val_loss=score.loss)
+        if snapshot is not None and _collapsed(score, best["score"], initial):
             module.load_state_dict(snapshot[0])
             optimizer.load_state_dict(snapshot[1])
             lr_scale, backoffs = lr_scale * 0.5, backoffs + 1
             history.append(dataclasses.replace(log, undone=True))
-            logger.warning("epoch %d collapsed (validation top-1 %.2f %%, best %.2f %%): undone, learning rate "
-                           "halved to %.3g; it runs again", epoch + 1, 100 * top1, 100 * best["top1"],
-                           config.lr * lr_scale)
+            logger.warning("epoch %d collapsed (validation %s): undone, learning rate halved to %.3g; it runs "
+                           "again", epoch + 1, score, config.lr * lr_scale)
             if on_epoch is not None:
                 on_epoch(history[-1])
             continue
         history.append(log)
-        if top1 is None or best["top1"] is None or top1 > best["top1"]:
-            best = {"epoch": epoch, "top1": top1, "values": values}
+        if better(score, best["score"], config.select):
+            best = {"epoch": epoch, "score": score, "values": values}
         if checkpoint is not None:
             _save_checkpoint(checkpoint, {
-                "version": CHECKPOINT_VERSION, "identity": identity, "epoch": epoch + 1, "initial": initial,
-                "state": module.state_dict(), "optimizer": optimizer.state_dict(),
-                "best": {**best, "values": {n: torch.from_numpy(v) for n, v in best["values"].items()}},
+                "version": CHECKPOINT_VERSION, "identity": identity, "epoch": epoch + 1,
+                "initial": dataclasses.asdict(initial), "state": module.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "best": {"epoch": best["epoch"], "score": dataclasses.asdict(best["score"]),
+                         "values": {n: torch.from_numpy(v) for n, v in best["values"].items()}},
                 "history": [dataclasses.asdict(e) for e in history], "lr_scale": lr_scale, "backoffs": backoffs})
         if on_epoch is not None:
             on_epoch(history[-1])
         epoch += 1
-    return TrainResult(values=best["values"], best_epoch=best["epoch"], best_top1=best["top1"],
-                       history=tuple(history), resumed_from=start, initial_top1=initial)
+    kept: Validation = best["score"]
+    return TrainResult(values=best["values"], best_epoch=best["epoch"], best_top1=kept.top1,
+                       history=tuple(history), resumed_from=start, initial_top1=initial.top1,
+                       best_loss=kept.loss, initial_loss=initial.loss)
 
 
 def _epoch(module: GraphModule, optimizer: torch.optim.Optimizer, inputs: np.ndarray, labels: np.ndarray | None,

@@ -25,11 +25,13 @@ from onnxprune.errors import DataError, InvalidModel, OnnxPruneError, OutputErro
 from onnxprune.evaluate import DataSpec, Runtime, evaluate, open_data
 from onnxprune.evaluate.cost import disk_bytes
 from onnxprune.evaluate.data import ArrayData, check_label_range
+from onnxprune.evaluate.metrics import AccuracyCounter
 from onnxprune.finetune import GraphModule, write_back
 from onnxprune.finetune.augment import resolve, spatial_axes
 from onnxprune.finetune.norm import ConvNorms, eligible_convs
 from onnxprune.finetune.qat import project, qat_hooks
-from onnxprune.finetune.train import EpochLog, TrainConfig, torch_device, train
+from onnxprune.finetune.train import (EpochLog, TrainConfig, Validate, Validation, better, distill_loss, torch_device,
+                                      train)
 from onnxprune.io import save_model
 from onnxprune.load import load
 from onnxprune.quantize import FLOAT, QuantPlan, calibrate, find_layers, simulate
@@ -102,15 +104,32 @@ def _check_teacher(teacher: Runtime, teacher_model: onnx.ModelProto,
     return lambda batch: session.run({name: batch})[0]
 
 
-def _validator(val: ArrayData, runtime: Runtime,
-               finish: Callable[[Mapping[str, np.ndarray]], onnx.ModelProto]) -> Callable[[Mapping[str, np.ndarray]], float | None]:
-    """Values -> top-1 (fraction) of the written-back (and, with QAT, simulated) model on ``val``."""
-    if val.labels is None:
-        return lambda values: None
+def _batched(run: Callable[[np.ndarray], np.ndarray], images: np.ndarray, size: int = 500) -> np.ndarray:
+    """``run`` over ``images`` in batches of ``size``, outputs concatenated."""
+    return np.concatenate([np.asarray(run(images[i:i + size]), dtype=np.float32)
+                           for i in range(0, len(images), size)])
 
-    def score(values: Mapping[str, np.ndarray]) -> float | None:
-        result = evaluate(runtime.create(finish(values)), val)
-        return result.accuracy.top1 / 100.0 if result.accuracy is not None else None
+
+def _validator(val: ArrayData, teacher: Callable[[np.ndarray], np.ndarray], runtime: Runtime, config: TrainConfig,
+               finish: Callable[[Mapping[str, np.ndarray]], onnx.ModelProto]) -> Validate:
+    """Values -> top-1 and distillation loss of the written-back (with QAT: simulated) model on ``val``.
+
+    The teacher's outputs on ``val`` are computed once; the loss is the training loss's distillation
+    term at ``config.temperature`` (mean squared error for non-classifier outputs).
+    """
+    reference = torch.from_numpy(_batched(teacher, val.images))
+
+    def score(values: Mapping[str, np.ndarray]) -> Validation:
+        session = runtime.create(finish(values))
+        name = session.inputs[0].name
+        out = _batched(lambda batch: session.run({name: batch})[0], val.images)
+        top1 = None
+        if val.labels is not None and out.ndim == 2:
+            counter = AccuracyCounter()
+            counter.update(out, val.labels)
+            top1 = counter.result().top1 / 100.0
+        loss = distill_loss(torch.from_numpy(out), reference, None, config)[1]
+        return Validation(top1=top1, loss=float(loss))
     return score
 
 
@@ -209,13 +228,13 @@ def _run(source: Path, teacher_path: Path, target: Path, student: onnx.ModelProt
             return write_back(student, values)
         return simulate(write_back(student, project(values, layers, plan)), plan, ranges)
 
-    validate = _validator(val_data, runtime, finish)
+    validate = _validator(val_data, teach, runtime, config, finish)
     result = train(module, images, labels, teach, config, validate=validate, checkpoint=checkpoint_path(target),
                    resume=settings.resume, on_step=on_step, on_epoch=on_epoch, device=settings.device)
     teacher_top1 = _teacher_top1(teacher_model, val_data, runtime)
     tuned = finish(result.values)
     _set_metadata(tuned, {"onnxprune.command": "finetune", "onnxprune.finetune": f"{config.epochs} epochs, best "
-                          f"{result.best_epoch + 1}, {'QAT' if plan is not None else 'float'}"})
+                          f"{result.best_epoch + 1} by {config.select}, {'QAT' if plan is not None else 'float'}"})
     saved = save_model(tuned, target)
     deployable, why = None, None
     if plan is not None:
@@ -226,6 +245,7 @@ def _run(source: Path, teacher_path: Path, target: Path, student: onnx.ModelProt
         resumed_from=result.resumed_from, train_samples=int(images.shape[0]), val_samples=int(val_data.images.shape[0]),
         augment=config.augment, qat=plan is not None, teacher_top1=teacher_top1, top1_before=result.initial_top1,
         top1_after=result.best_top1, best_epoch=result.best_epoch, history=result.history,
+        loss_before=result.initial_loss, loss_after=result.best_loss, select=config.select,
         deployable=deployable, deployable_reason=why, bytes_after=disk_bytes(saved),
         normalized=normalized, threads=torch.get_num_threads(), seconds=time.perf_counter() - started,
         device=settings.device)
@@ -268,8 +288,9 @@ def finetune_finalists(output: str | os.PathLike[str], source: str | os.PathLike
     """``compress --finetune-candidates``: short-tune every finalist, tune the best one in full at ``output``.
 
     Each of ``files`` (``output`` itself first, then ``compress``'s ``<out>.finalist<k>.onnx``) is
-    trained ``short_epochs`` epochs with ``settings`` (same validation split); the finalist with the
-    best validation top-1 after it (ties: the earlier one) is then trained from its untuned values
+    trained ``short_epochs`` epochs with ``settings`` (same validation split); the finalist that scores
+    best after it by ``settings.config.select`` (``loss``: the lowest validation distillation loss;
+    ``top1`` and ``last``: the highest validation top-1; ties: the earlier one) is then trained from its untuned values
     for ``settings.config.epochs`` epochs and written at ``output``; the searched ``output`` moves
     to :func:`searched_path`. The short-tuned models and their checkpoints are removed.
 
@@ -291,8 +312,12 @@ def finetune_finalists(output: str | os.PathLike[str], source: str | os.PathLike
                 leftover.unlink(missing_ok=True)
         logger.info("finalist %d (%s): validation top-1 %s -> %s after %d epoch(s)", k, Path(path).name,
                     reports[-1].top1_before, reports[-1].top1_after, short_epochs)
-    chosen = max(range(len(reports)), key=lambda k: (reports[k].top1_after if reports[k].top1_after is not None
-                                                     else -1.0, -k))
+    chosen = 0  # the finalist whose short tune scores best by the same rule that keeps an epoch
+    select = "top1" if settings.config.select == "last" else settings.config.select
+    for k in range(1, len(reports)):
+        scores = [Validation(reports[i].top1_after, reports[i].loss_after) for i in (k, chosen)]
+        if better(scores[0], scores[1], select) and scores[0] != scores[1]:
+            chosen = k
     searched = searched_path(target)
     os.replace(target, searched)
     student = searched if chosen == 0 else Path(files[chosen])
