@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from onnxprune.errors import OnnxPruneError
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ("analyze", "prune", "quantize", "compress", "finetune", "eval", "bench", "check",
+COMMANDS: tuple[str, ...] = ("analyze", "prune", "prune_depth", "quantize", "compress", "finetune", "eval", "bench", "check",
                              "export_triton", "report")
 
 

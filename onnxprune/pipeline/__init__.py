@@ -27,7 +27,7 @@ _HOMES: dict[str, str] = {
     "check_model_widths": "evaluating", "Int8Settings": "latency_first",
     "compress_latency_first": "latency_first", "quantize_tuned": "latency_first", "LatencySettings": "latency_fit",
     "QuantizeSettings": "quantizing", "quantize_file": "quantizing",
-    "report_files": "reporting", "write_report": "reporting",
+    "report_files": "reporting", "write_report": "reporting", "prune_depth_file": "depth",
 }
 
 __all__ = sorted(_HOMES)
