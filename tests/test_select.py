@@ -47,7 +47,8 @@ def test_runs_splits_consecutive_channels_and_their_fills() -> None:
     ([-1, -1, 1, 2, 3, 6, 7, -1, 10, 11, -1, -1], {"Slice", "Pad", "Concat"}),  # pruned option-A shortcut
     ([6, 0, 3, 7], {"Slice", "Concat"}),
     ([-1, -1], {"Pad", "Gather"}),  # nothing real: a constant
-    (list(range(SIZE - 1, -1, -1)) * 2, {"Pad", "Gather"}),  # 24 runs: scattered
+    (list(range(SIZE - 1, -1, -1)) * 2, {"Gather"}),  # 24 runs, all real: one Gather from x
+    ([-1] + list(range(SIZE - 1, -1, -1)) * 2, {"Pad", "Gather"}),  # scattered with a fill: Gather from x padded
 ])
 def test_selections_are_exact_with_the_cheapest_ops(src: list[int], ops: set[str]) -> None:
     model, value, expected = _select(src, fill=0.5)

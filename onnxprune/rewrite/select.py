@@ -4,8 +4,8 @@
 progression), and runs: ``src`` cut into maximal runs of consecutive channels, each a Slice of
 ``x`` (or ``x`` itself), the fills around it a Pad, the runs joined by one Concat. The option-A
 shortcut (all of ``x`` with fills on both sides) is the one-run case: one Pad. Only a selection of
-more than :data:`MAX_RUNS` runs (a scattered permutation) is a Gather from ``x`` padded with one
-fill channel.
+more than :data:`MAX_RUNS` runs (a scattered permutation) is a Gather: from ``x`` itself when
+every channel is real, else from ``x`` padded with one fill channel.
 
 Why not always one Gather: ONNX Runtime's layout passes (NCHWc for float convolutions on CPU,
 NHWC for int8 ``QLinearConv``) cannot move a channel Gather, so one Gather in a residual stream
@@ -74,6 +74,9 @@ def emit_select(graph: gs.Graph, x: gs.Variable, y: gs.Variable, *, axis: int, r
                                 const("axes", np.array([axis], np.int64)), const("steps", np.array([step], np.int64))], y)
         return
     lead, pieces = runs(src)
+    if pieces and len(pieces) > MAX_RUNS and real.all():  # scattered, nothing to fill: one Gather from x
+        node("Gather", "gather", [x, const("indices", src.astype(np.int64))], y, axis=axis)
+        return
     if not pieces or len(pieces) > MAX_RUNS:
         augmented = gs.Variable(f"{prefix}_augmented", dtype=dtype)
         node("Pad", "augment", [x, pads("pads", 0, 1), fill_value], augmented, mode="constant")
